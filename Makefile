@@ -15,7 +15,7 @@ BUILD ?= build
 BIN ?= bin
 PKGS := libczmq libzmq libprotobuf-c rocksdb libcurl libsystemd jansson openssl
 CFLAGS_BASE := -std=gnu11 -O2 -g -Wall -Wextra -Werror -Wno-unused-parameter \
-	-Wno-missing-field-initializers -fno-strict-aliasing -D_GNU_SOURCE
+	-Wno-missing-field-initializers -Wno-format-truncation -fno-strict-aliasing -D_GNU_SOURCE
 SAN ?=
 ifeq ($(SAN),1)
 CFLAGS_BASE += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined

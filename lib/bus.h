@@ -45,7 +45,7 @@ enum bus_role {
     BUS_ROLE_AGENT = 1u << 2,  /* "agent": workers; may call the dispatcher only */
 };
 #define BUS_ROLES_MANAGER (BUS_ROLE_ADMIN | BUS_ROLE_DAEMON)
-#define BUS_ROLES_ALL (BUS_ROLE_ADMIN | BUS_ROLE_DAEMON | BUS_ROLE_AGENT)
+#define BUS_ROLES_ALL     (BUS_ROLE_ADMIN | BUS_ROLE_DAEMON | BUS_ROLE_AGENT)
 unsigned bus_role_of(const char *identity);
 
 /* ---- identities -------------------------------------------------------------------------- */
@@ -76,7 +76,8 @@ typedef void(bus_health_fn)(void *ctx, Shoal__Bus__HealthResponse *health);
 typedef void(bus_stats_fn)(void *ctx, Shoal__Bus__StatsResponse *stats);
 
 /* Binds ipc://<state>/run/<kind>.rpc and .pub (or rpc_ep/pub_ep when not NULL) as Curve servers
- * with <state>/keys/private/<kind>.key_secret. NULL on failure (errno set, reason logged at debug). */
+ * with <state>/keys/private/<kind>.key_secret. NULL on failure (errno set, reason logged at debug).
+ */
 bus_server_t *bus_server_new(const shoal_config_t *cfg, const char *kind, const char *instance,
                              const char *rpc_ep, const char *pub_ep);
 void bus_server_destroy(bus_server_t **self_p);
@@ -112,13 +113,15 @@ const char *bus_call_id(const bus_call_t *call);
 const char *bus_call_identity(const bus_call_t *call); /* the client's key name */
 /* Monotonic ms at which the client stops waiting (0 = none). */
 int64_t bus_call_deadline(const bus_call_t *call);
-/* Sends the reply and frees the call (and never the input message it was given). */
+/* Sends the reply and frees the call together with its input message. A handler may keep the
+ * call past its own return (long-poll, group commit) and reply later; the input stays valid until
+ * then. Every call must be replied exactly once. */
 void bus_reply_ok(bus_call_t *call, const ProtobufCMessage *output);
 void bus_reply_error(bus_call_t *call, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void bus_reply_not_leader(bus_call_t *call, const char *leader_hint);
-/* A handler that keeps the call past its own return must keep the input too: */
-ProtobufCMessage *bus_call_take_input(bus_call_t *call);
+/* The decoded input of a call (owned by the call, valid until the reply). */
+const ProtobufCMessage *bus_call_input(const bus_call_t *call);
 
 /* ---- client ------------------------------------------------------------------------------ */
 

@@ -11,11 +11,12 @@
  * <state>/agent/                  agent local state (node id) */
 #pragma once
 #include <limits.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #define SHOAL_DEFAULT_STATE_DIR "/var/lib/shoal"
-#define SHOAL_VERSION "0.1.0"
+#define SHOAL_VERSION           "0.1.0"
 
 typedef struct shoal_config {
     char state_dir[PATH_MAX];

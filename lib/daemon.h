@@ -32,9 +32,9 @@ typedef struct daemon {
     const char *kind;
     char instance[64];
     shoal_config_t cfg;
-    zcert_t *identity;      /* <state>/keys/private/<kind>.key_secret */
+    zcert_t *identity; /* <state>/keys/private/<kind>.key_secret */
     bus_server_t *bus;
-    store_client_t *store;  /* NULL for shoal-store */
+    store_client_t *store; /* NULL for shoal-store */
     registry_t *registry;
     zloop_t *loop;
     int64_t started_ms;

@@ -21,9 +21,13 @@ void log_init(const char *daemon, enum log_level level) {
     log_level_now = level;
 }
 
-void log_set_level(enum log_level level) { log_level_now = level; }
+void log_set_level(enum log_level level) {
+    log_level_now = level;
+}
 
-enum log_level log_get_level(void) { return log_level_now; }
+enum log_level log_get_level(void) {
+    return log_level_now;
+}
 
 void log_set_sink(void (*sink)(void *, enum log_level, const char *), void *ctx) {
     log_sink = sink;
@@ -38,9 +42,10 @@ void log_write(enum log_level level, const char *fmt, ...) {
     struct tm tm;
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s daemon=%s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                     (long)(tv.tv_usec / 1000), level_names[level], log_daemon);
+    int n =
+        snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s daemon=%s ",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (long)(tv.tv_usec / 1000), level_names[level], log_daemon);
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);

@@ -16,7 +16,7 @@ enum log_level log_get_level(void);
 void log_set_sink(void (*sink)(void *ctx, enum log_level level, const char *line), void *ctx);
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define log_err(...) log_write(LOG_LEVEL_ERR, __VA_ARGS__)
+#define log_err(...)  log_write(LOG_LEVEL_ERR, __VA_ARGS__)
 #define log_warn(...) log_write(LOG_LEVEL_WARN, __VA_ARGS__)
 #define log_info(...) log_write(LOG_LEVEL_INFO, __VA_ARGS__)
 #define log_debug(...)                                                                             \

@@ -7,7 +7,7 @@
 #include "bus.h"
 #include "storecli.h"
 
-#define REGISTRY_TTL_MS 3000
+#define REGISTRY_TTL_MS       3000
 #define REGISTRY_KEEPALIVE_MS 1000
 
 typedef struct registry registry_t;
