@@ -12,7 +12,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_SEEDS 256
-#define MAX_INPUT 65536
+#define FUZZ_MAX_INPUT 65536
 
 static uint8_t *seeds[MAX_SEEDS];
 static size_t seed_len[MAX_SEEDS];
@@ -31,8 +31,8 @@ static void load_dir(const char *dir) {
         FILE *f = fopen(path, "rb");
         if (!f)
             continue;
-        uint8_t *buf = malloc(MAX_INPUT);
-        size_t n = fread(buf, 1, MAX_INPUT, f);
+        uint8_t *buf = malloc(FUZZ_MAX_INPUT);
+        size_t n = fread(buf, 1, FUZZ_MAX_INPUT, f);
         fclose(f);
         seeds[nseeds] = buf;
         seed_len[nseeds++] = n;
@@ -54,7 +54,7 @@ int main(int argc, char **argv) {
     srand(seed);
     for (int i = 0; i < nseeds; i++)
         LLVMFuzzerTestOneInput(seeds[i], seed_len[i]);
-    uint8_t *buf = malloc(MAX_INPUT);
+    uint8_t *buf = malloc(FUZZ_MAX_INPUT);
     for (long r = 0; r < runs; r++) {
         size_t n;
         if (nseeds && rand() % 8) {
@@ -77,8 +77,8 @@ int main(int argc, char **argv) {
                     int o = rand() % nseeds;
                     size_t at = (size_t)rand() % (n + 1),
                            take = seed_len[o] ? (size_t)rand() % seed_len[o] : 0;
-                    if (at + take > MAX_INPUT)
-                        take = MAX_INPUT - at;
+                    if (at + take > FUZZ_MAX_INPUT)
+                        take = FUZZ_MAX_INPUT - at;
                     memcpy(buf + at, seeds[o] + seed_len[o] - take, take);
                     n = at + take;
                     break;
