@@ -21,7 +21,7 @@ ifeq ($(SAN),1)
 CFLAGS_BASE += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
-CFLAGS += $(CFLAGS_BASE) -I$(BUILD)/gen -Ilib
+CFLAGS += $(CFLAGS_BASE) -I$(BUILD)/gen -Ilib -I.
 LDLIBS := -lczmq -lzmq -lprotobuf-c -lrocksdb -lcurl -lsystemd -ljansson -lcrypto -lpthread -lm
 
 PROTOS := $(wildcard proto/*.proto)
@@ -68,7 +68,7 @@ $(BIN)/shoal-%: $(BUILD)/obj/services/%/main.o $$(call svc_objs,%) $(BUILD)/libs
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
-$(BIN)/%: $$(call tool_objs,%) $(BUILD)/libshoal.a
+$(TOOL_BINS): $(BIN)/%: $$(call tool_objs,%) $(BUILD)/libshoal.a
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

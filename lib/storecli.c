@@ -381,12 +381,12 @@ static void watcher_actor(zsock_t *pipe, void *arg) {
         goto out;
     }
     int64_t next = a->start;
-    bool stop = false;
+    bool stop = false, termed = false;
     while (!stop) {
         /* a command on the pipe ($TERM) ends the actor */
         if (zsock_events(pipe) & ZMQ_POLLIN) {
             char *cmd = zstr_recv(pipe);
-            stop = !cmd || !strcmp(cmd, "$TERM");
+            termed = stop = !cmd || !strcmp(cmd, "$TERM");
             zstr_free(&cmd);
             continue;
         }
@@ -422,8 +422,8 @@ static void watcher_actor(zsock_t *pipe, void *arg) {
             next = resp->next_revision;
         shoal__store__watch_response__free_unpacked(resp, NULL);
     }
-    /* drain until $TERM so zactor_destroy does not block */
-    while (true) {
+    /* stopped by compaction: wait for $TERM so zactor_destroy does not block */
+    while (!termed) {
         char *cmd = zstr_recv(pipe);
         bool term = !cmd || !strcmp(cmd, "$TERM");
         zstr_free(&cmd);

@@ -1,0 +1,332 @@
+/* constraint — placement constraints, as SwarmKit's manager/constraint.
+ *
+ * Grammar of one expression (surrounding spaces allowed around key, operator and value):
+ *
+ *   expr  := key op value
+ *   key   := node.id | node.hostname | node.role | node.platform.os | node.platform.arch
+ *          | node.labels.<name> | engine.labels.<name>       (key words case-insensitive)
+ *   op    := "==" | "!="                                     (the first one in the text wins)
+ *   name  := [A-Za-z0-9_.-]+                                 (case-sensitive)
+ *   value := [A-Za-z0-9 :_.*()?+\[\]\\^$|/-]+                 (SwarmKit's value alphabet)
+ *
+ * Unlike SwarmKit, an unknown key is a parse error rather than a constraint that never matches:
+ * the orchestrator calls constraint_parse() to validate specs, and a typo ("node.label.zone")
+ * should be refused at `service create`, not leave tasks pending forever.
+ *
+ * Matching: label values (node and engine labels) compare exactly; node id, hostname, role and
+ * platform compare case-insensitively (SwarmKit's EqualFold). A missing field or label reads as
+ * "", which never equals a value (values are non-empty): "==" fails, "!=" matches.
+ *
+ * Pure code: depends only on the generated objects.pb-c.h; safe to link into any daemon. */
+#include "constraint.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define NODE_LABEL_PREFIX   "node.labels."
+#define ENGINE_LABEL_PREFIX "engine.labels."
+
+static const struct {
+    const char *name;
+    enum constraint_key key;
+} fixed_keys[] = {
+    {"node.id", CONSTRAINT_KEY_NODE_ID},
+    {"node.hostname", CONSTRAINT_KEY_HOSTNAME},
+    {"node.role", CONSTRAINT_KEY_ROLE},
+    {"node.platform.os", CONSTRAINT_KEY_PLATFORM_OS},
+    {"node.platform.arch", CONSTRAINT_KEY_PLATFORM_ARCH},
+};
+
+/* Writes `constraint "<expr>": <reason>` with the expression made printable and cut at 80
+ * bytes, so an error line stays one readable line whatever the input. */
+static void parse_error(char *errbuf, size_t errlen, const char *expr, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void parse_error(char *errbuf, size_t errlen, const char *expr, const char *fmt, ...) {
+    if (!errbuf || errlen == 0)
+        return;
+    char shown[96];
+    size_t n = 0;
+    for (const char *p = expr; *p && n < 80; p++)
+        shown[n++] = isprint((unsigned char)*p) ? *p : '?';
+    if (expr[n] != '\0')
+        memcpy(shown + n, "...", 3), n += 3;
+    shown[n] = '\0';
+    int off = snprintf(errbuf, errlen, "constraint \"%s\": ", shown);
+    if (off < 0 || (size_t)off >= errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf + off, errlen - (size_t)off, fmt, ap);
+    va_end(ap);
+}
+
+/* A fragment of the input made printable and cut at 64 bytes, for error lines. */
+static const char *shown(char *buf, size_t size, const char *s, size_t len) {
+    size_t n = 0;
+    for (size_t i = 0; i < len && n + 4 < size && n < 64; i++)
+        buf[n++] = isprint((unsigned char)s[i]) ? s[i] : '?';
+    if (n < len && n + 4 <= size)
+        memcpy(buf + n, "...", 3), n += 3;
+    buf[n] = '\0';
+    return buf;
+}
+
+static bool is_space(char c) {
+    return c == ' ' || c == '\t';
+}
+
+static bool is_label_name_char(char c) {
+    return isalnum((unsigned char)c) || c == '_' || c == '.' || c == '-';
+}
+
+static bool is_value_char(char c) {
+    return isalnum((unsigned char)c) || strchr(" \t:-_.*()?+[]\\^$|/", c) != NULL;
+}
+
+/* [begin, end) without surrounding blanks. */
+static void trim(const char **begin, const char **end) {
+    while (*begin < *end && is_space(**begin))
+        (*begin)++;
+    while (*end > *begin && is_space((*end)[-1]))
+        (*end)--;
+}
+
+static bool has_prefix_nocase(const char *s, size_t len, const char *prefix) {
+    size_t plen = strlen(prefix);
+    return len >= plen && strncasecmp(s, prefix, plen) == 0;
+}
+
+int constraint_parse(const char *expr, constraint_t *ret, char *errbuf, size_t errlen) {
+    if (!expr || !ret) {
+        if (errbuf && errlen)
+            snprintf(errbuf, errlen, "constraint: missing expression");
+        return -EINVAL;
+    }
+    size_t len = strlen(expr);
+    if (len > 2 * CONSTRAINT_MAX_LEN) {
+        parse_error(errbuf, errlen, expr, "longer than %d bytes", 2 * CONSTRAINT_MAX_LEN);
+        return -EINVAL;
+    }
+    const char *eq = strstr(expr, "==");
+    const char *ne = strstr(expr, "!=");
+    const char *op_at = eq;
+    enum constraint_op op = CONSTRAINT_OP_EQ;
+    if (ne && (!eq || ne < eq)) {
+        op_at = ne;
+        op = CONSTRAINT_OP_NE;
+    }
+    if (!op_at) {
+        parse_error(errbuf, errlen, expr,
+                    "expected an operator (== or !=) as in node.role==worker");
+        return -EINVAL;
+    }
+
+    const char *kb = expr, *ke = op_at;
+    const char *vb = op_at + 2, *ve = expr + len;
+    trim(&kb, &ke);
+    trim(&vb, &ve);
+    size_t klen = (size_t)(ke - kb), vlen = (size_t)(ve - vb);
+
+    constraint_t c = {.op = op};
+    const char *label = NULL;
+    size_t label_len = 0;
+    bool known = false;
+    for (size_t i = 0; i < sizeof fixed_keys / sizeof fixed_keys[0]; i++) {
+        if (klen == strlen(fixed_keys[i].name) && strncasecmp(kb, fixed_keys[i].name, klen) == 0) {
+            c.key = fixed_keys[i].key;
+            known = true;
+            break;
+        }
+    }
+    if (!known && has_prefix_nocase(kb, klen, NODE_LABEL_PREFIX)) {
+        c.key = CONSTRAINT_KEY_NODE_LABEL;
+        label = kb + strlen(NODE_LABEL_PREFIX);
+        known = true;
+    } else if (!known && has_prefix_nocase(kb, klen, ENGINE_LABEL_PREFIX)) {
+        c.key = CONSTRAINT_KEY_ENGINE_LABEL;
+        label = kb + strlen(ENGINE_LABEL_PREFIX);
+        known = true;
+    }
+    char frag[72];
+    if (!known) {
+        if (klen == 0)
+            parse_error(errbuf, errlen, expr, "missing key before the operator");
+        else
+            parse_error(errbuf, errlen, expr,
+                        "unknown key \"%s\" (expected node.id, node.hostname, node.role, "
+                        "node.platform.os, node.platform.arch, node.labels.<name> or "
+                        "engine.labels.<name>)",
+                        shown(frag, sizeof frag, kb, klen));
+        return -EINVAL;
+    }
+    if (label) {
+        label_len = (size_t)(ke - label);
+        if (label_len == 0) {
+            parse_error(errbuf, errlen, expr, "missing label name after \"%s\"",
+                        shown(frag, sizeof frag, kb, (size_t)(label - kb)));
+            return -EINVAL;
+        }
+        if (label_len > CONSTRAINT_MAX_LEN) {
+            parse_error(errbuf, errlen, expr, "label name longer than %d bytes",
+                        CONSTRAINT_MAX_LEN);
+            return -EINVAL;
+        }
+        for (size_t i = 0; i < label_len; i++) {
+            if (!is_label_name_char(label[i])) {
+                parse_error(errbuf, errlen, expr,
+                            "label name \"%s\" is invalid (allowed: letters, digits, _ . -)",
+                            shown(frag, sizeof frag, label, label_len));
+                return -EINVAL;
+            }
+        }
+    }
+    if (vlen == 0) {
+        parse_error(errbuf, errlen, expr, "missing value after the operator");
+        return -EINVAL;
+    }
+    if (vlen > CONSTRAINT_MAX_LEN) {
+        parse_error(errbuf, errlen, expr, "value longer than %d bytes", CONSTRAINT_MAX_LEN);
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < vlen; i++) {
+        if (!is_value_char(vb[i])) {
+            parse_error(errbuf, errlen, expr,
+                        "value \"%s\" is invalid (allowed: letters, digits, spaces and "
+                        ":-_.*()?+[]\\^$|/)",
+                        shown(frag, sizeof frag, vb, vlen));
+            return -EINVAL;
+        }
+    }
+
+    c.value = strndup(vb, vlen);
+    c.label = label ? strndup(label, label_len) : NULL;
+    if (!c.value || (label && !c.label)) {
+        constraint_clear(&c);
+        return -ENOMEM;
+    }
+    *ret = c;
+    return 0;
+}
+
+void constraint_clear(constraint_t *c) {
+    if (!c)
+        return;
+    free(c->label);
+    free(c->value);
+    c->label = c->value = NULL;
+}
+
+int constraint_list_parse(char *const *exprs, size_t n, constraint_list_t **ret, char *errbuf,
+                          size_t errlen) {
+    constraint_list_t *list = calloc(1, sizeof *list);
+    if (!list)
+        return -ENOMEM;
+    if (n > 0) {
+        list->items = calloc(n, sizeof *list->items);
+        if (!list->items) {
+            free(list);
+            return -ENOMEM;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        int r = constraint_parse(exprs[i], &list->items[i], errbuf, errlen);
+        if (r < 0) {
+            constraint_list_destroy(&list);
+            return r;
+        }
+        list->count++;
+    }
+    *ret = list;
+    return 0;
+}
+
+void constraint_list_destroy(constraint_list_t **self_p) {
+    if (!self_p || !*self_p)
+        return;
+    constraint_list_t *self = *self_p;
+    for (size_t i = 0; i < self->count; i++)
+        constraint_clear(&self->items[i]);
+    free(self->items);
+    free(self);
+    *self_p = NULL;
+}
+
+static const char *label_lookup(Shoal__Label *const *labels, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (labels[i] && labels[i]->key && strcmp(labels[i]->key, name) == 0)
+            return labels[i]->value ? labels[i]->value : "";
+    return "";
+}
+
+static const char *or_empty(const char *s) {
+    return s ? s : "";
+}
+
+bool constraint_match(const constraint_t *c, const Shoal__Node *node) {
+    const Shoal__NodeDescription *desc = node ? node->description : NULL;
+    const char *have = "";
+    bool exact = false;
+    switch (c->key) {
+    case CONSTRAINT_KEY_NODE_ID:
+        have = node && node->meta ? or_empty(node->meta->id) : "";
+        break;
+    case CONSTRAINT_KEY_HOSTNAME:
+        have = desc ? or_empty(desc->hostname) : "";
+        break;
+    case CONSTRAINT_KEY_ROLE:
+        if (node)
+            have = node->role == SHOAL__NODE_SPEC__ROLE__MANAGER ? "manager" : "worker";
+        break;
+    case CONSTRAINT_KEY_PLATFORM_OS:
+        have = desc && desc->platform ? or_empty(desc->platform->os) : "";
+        break;
+    case CONSTRAINT_KEY_PLATFORM_ARCH:
+        have = desc && desc->platform ? or_empty(desc->platform->architecture) : "";
+        break;
+    case CONSTRAINT_KEY_NODE_LABEL:
+        exact = true;
+        if (node && node->spec && node->spec->annotations)
+            have = label_lookup(node->spec->annotations->labels, node->spec->annotations->n_labels,
+                                c->label);
+        break;
+    case CONSTRAINT_KEY_ENGINE_LABEL:
+        exact = true;
+        if (desc && desc->engine)
+            have = label_lookup(desc->engine->labels, desc->engine->n_labels, c->label);
+        break;
+    }
+    bool equal = exact ? strcmp(have, c->value) == 0 : strcasecmp(have, c->value) == 0;
+    return c->op == CONSTRAINT_OP_EQ ? equal : !equal;
+}
+
+bool constraint_list_match(const constraint_list_t *list, const Shoal__Node *node) {
+    if (!list)
+        return true;
+    for (size_t i = 0; i < list->count; i++)
+        if (!constraint_match(&list->items[i], node))
+            return false;
+    return true;
+}
+
+char *constraint_format(const constraint_t *c, char *buf, size_t len) {
+    const char *op = c->op == CONSTRAINT_OP_EQ ? "==" : "!=";
+    switch (c->key) {
+    case CONSTRAINT_KEY_NODE_LABEL:
+        snprintf(buf, len, NODE_LABEL_PREFIX "%s%s%s", c->label, op, c->value);
+        break;
+    case CONSTRAINT_KEY_ENGINE_LABEL:
+        snprintf(buf, len, ENGINE_LABEL_PREFIX "%s%s%s", c->label, op, c->value);
+        break;
+    default:
+        for (size_t i = 0; i < sizeof fixed_keys / sizeof fixed_keys[0]; i++)
+            if (fixed_keys[i].key == c->key)
+                snprintf(buf, len, "%s%s%s", fixed_keys[i].name, op, c->value);
+        break;
+    }
+    return buf;
+}

@@ -1,0 +1,60 @@
+/* constraint — placement constraints ("node.labels.zone==a") parsed once and matched against
+ * shoal.Node objects. Pure: no daemon state, no I/O, so the orchestrator can link it to validate
+ * service specs. See constraint.c for the grammar. */
+#pragma once
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "objects.pb-c.h"
+
+/* What a constraint looks at on the node. */
+enum constraint_key {
+    CONSTRAINT_KEY_NODE_ID,       /* node.id            meta.id */
+    CONSTRAINT_KEY_HOSTNAME,      /* node.hostname      description.hostname */
+    CONSTRAINT_KEY_ROLE,          /* node.role          role: "worker" | "manager" */
+    CONSTRAINT_KEY_PLATFORM_OS,   /* node.platform.os   description.platform.os */
+    CONSTRAINT_KEY_PLATFORM_ARCH, /* node.platform.arch description.platform.architecture */
+    CONSTRAINT_KEY_NODE_LABEL,    /* node.labels.<name> spec.annotations.labels */
+    CONSTRAINT_KEY_ENGINE_LABEL,  /* engine.labels.<name> description.engine.labels */
+};
+
+enum constraint_op {
+    CONSTRAINT_OP_EQ, /* == */
+    CONSTRAINT_OP_NE, /* != */
+};
+
+typedef struct constraint {
+    enum constraint_key key;
+    enum constraint_op op;
+    char *label; /* label name for the *_LABEL keys (case-sensitive), else NULL */
+    char *value; /* never empty */
+} constraint_t;
+
+/* A parsed list of constraints; a node matches when every constraint matches. */
+typedef struct constraint_list {
+    constraint_t *items;
+    size_t count;
+} constraint_list_t;
+
+/* Longest label name or value accepted, in bytes. */
+#define CONSTRAINT_MAX_LEN 1024
+
+/* Parses one expression into *ret (free its strings with constraint_clear). On -EINVAL, errbuf
+ * (if given) holds one line naming the expression and what is wrong with it, e.g.
+ *   constraint "node.labels.zone=a": expected an operator (== or !=)
+ * -ENOMEM on allocation failure. *ret is untouched on failure. */
+int constraint_parse(const char *expr, constraint_t *ret, char *errbuf, size_t errlen);
+void constraint_clear(constraint_t *c);
+
+/* Parses `n` expressions; stops at the first bad one (errbuf names it). */
+int constraint_list_parse(char *const *exprs, size_t n, constraint_list_t **ret, char *errbuf,
+                          size_t errlen);
+void constraint_list_destroy(constraint_list_t **self_p);
+
+/* Does the node satisfy the constraint? An absent field (no hostname, no such label) reads as
+ * the empty string, so "==" fails and "!=" matches, as in SwarmKit. */
+bool constraint_match(const constraint_t *c, const Shoal__Node *node);
+bool constraint_list_match(const constraint_list_t *list, const Shoal__Node *node);
+
+/* "node.labels.zone==a" back into text (for logs and tests); returns buf. */
+char *constraint_format(const constraint_t *c, char *buf, size_t len);
