@@ -195,12 +195,13 @@ static void check_restart(problems_t *p, const Shoal__RestartPolicy *r) {
 static void check_placement(problems_t *p, const Shoal__Placement *pl) {
     if (!pl)
         return;
-    char b[80], why[160];
+    char b[80], why[CONSTRAINT_MAX_LEN + 160];
     for (size_t i = 0; i < pl->n_constraints; i++) {
         constraint_t c;
         if (constraint_parse(pl->constraints[i], &c, why, sizeof why) < 0)
-            problem(p, "task.placement.constraints[%zu]: %s (got \"%s\")", i, why,
-                    shown(pl->constraints[i], b, sizeof b));
+            problem(p, "task.placement.constraints[%zu]: %s", i, why);
+        else
+            constraint_clear(&c);
     }
     for (size_t i = 0; i < pl->n_preferences; i++) {
         const char *d = pl->preferences[i] ? pl->preferences[i]->spread_descriptor : NULL;

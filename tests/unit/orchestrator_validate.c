@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "../../services/orchestrator/constraint.h"
+#include "constraint.h"
 #include "../../services/orchestrator/validate.h"
 
 /* A complete, valid spec on the stack; tests break one field at a time. */
@@ -235,9 +235,10 @@ static void test_validate_names_bad_constraints(void **state) {
     s.constraints[2] = "node.hostname==";
     s.placement.n_constraints = 3;
     assert_int_equal(check(&s), -EINVAL);
-    assert_names("task.placement.constraints[0]: unknown key \"node.colour\"");
-    assert_names("task.placement.constraints[1]: expected <key>==<value> or <key>!=<value>");
-    assert_names("task.placement.constraints[2]: missing value");
+    assert_names("task.placement.constraints[0]: constraint \"node.colour==red\": unknown key");
+    assert_names("task.placement.constraints[1]: constraint \"node.labels.zone=a\": expected an "
+                 "operator");
+    assert_names("task.placement.constraints[2]: constraint \"node.hostname==\": missing value");
 }
 
 static void test_validate_names_update_config_fields(void **state) {

@@ -9,7 +9,7 @@
 
 #include <cmocka.h>
 
-#include "../../services/scheduler/constraint.h"
+#include "constraint.h"
 
 /* A node on the stack; the constraint code only reads it. */
 typedef struct {

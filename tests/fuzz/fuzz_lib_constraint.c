@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../services/scheduler/constraint.h"
+#include "constraint.h"
 
 static void check(int ok, const char *what, const char *expr) {
     if (!ok) {

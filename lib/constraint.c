@@ -330,3 +330,12 @@ char *constraint_format(const constraint_t *c, char *buf, size_t len) {
     }
     return buf;
 }
+
+bool constraint_match_all(char *const *exprs, size_t n, const Shoal__Node *node) {
+    constraint_list_t *list = NULL;
+    if (constraint_list_parse(exprs, n, &list, NULL, 0) < 0)
+        return false;
+    bool ok = constraint_list_match(list, node);
+    constraint_list_destroy(&list);
+    return ok;
+}

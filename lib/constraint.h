@@ -1,6 +1,6 @@
 /* constraint — placement constraints ("node.labels.zone==a") parsed once and matched against
- * shoal.Node objects. Pure: no daemon state, no I/O, so the orchestrator can link it to validate
- * service specs. See constraint.c for the grammar. */
+ * shoal.Node objects. Pure: no daemon state, no I/O. The orchestrator validates specs and places
+ * global tasks with it, the scheduler filters nodes with it. See constraint.c for the grammar. */
 #pragma once
 #include <stdbool.h>
 #include <stddef.h>
@@ -55,6 +55,9 @@ void constraint_list_destroy(constraint_list_t **self_p);
  * the empty string, so "==" fails and "!=" matches, as in SwarmKit. */
 bool constraint_match(const constraint_t *c, const Shoal__Node *node);
 bool constraint_list_match(const constraint_list_t *list, const Shoal__Node *node);
+/* Parses and matches in one go; an expression that does not parse never matches (specs are
+ * validated before they are stored, so this only guards old data). */
+bool constraint_match_all(char *const *exprs, size_t n, const Shoal__Node *node);
 
 /* "node.labels.zone==a" back into text (for logs and tests); returns buf. */
 char *constraint_format(const constraint_t *c, char *buf, size_t len);
