@@ -180,7 +180,7 @@ int store_batch(store_client_t *self, const Shoal__Store__BatchRequest *req,
 
 int store_watch(store_client_t *self, const Shoal__Store__WatchRequest *req,
                 Shoal__Store__WatchResponse **ret) {
-    int timeout = (int)req->timeout_ms + 5000;
+    int timeout = (int)req->timeout_ms + 1500; /* the store answers by timeout_ms */
     bus_client_set_retry(self->bus, timeout);
     int r = call(self, "store.Watch", &req->base, &shoal__store__watch_response__descriptor,
                  timeout, (ProtobufCMessage **)ret);
