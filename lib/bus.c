@@ -467,6 +467,42 @@ void bus_server_set_stats(bus_server_t *self, bus_stats_fn *fn, void *ctx) {
     self->stats_ctx = ctx;
 }
 
+void bus_health_set_status(Shoal__Bus__HealthResponse *health, bool healthy, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char *s = strdup(buf);
+    if (!s)
+        return;
+    free(health->status);
+    health->status = s;
+    health->healthy = healthy;
+}
+
+void bus_health_add_check(Shoal__Bus__HealthResponse *health, const char *name, bool ok,
+                          const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    Shoal__Bus__HealthCheck **v =
+        realloc(health->checks, (health->n_checks + 1) * sizeof *health->checks);
+    if (!v)
+        return;
+    health->checks = v;
+    Shoal__Bus__HealthCheck *c = malloc(sizeof *c);
+    if (!c)
+        return;
+    shoal__bus__health_check__init(c);
+    c->name = strdup(name);
+    c->message = strdup(buf);
+    c->ok = ok;
+    v[health->n_checks++] = c;
+}
+
 void bus_stats_add(Shoal__Bus__StatsResponse *stats, const char *name, int64_t value) {
     Shoal__Bus__Stat **v = realloc(stats->stats, (stats->n_stats + 1) * sizeof *v);
     if (!v)

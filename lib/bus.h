@@ -70,8 +70,13 @@ typedef struct bus_method {
     unsigned roles; /* 0 = BUS_ROLES_MANAGER */
 } bus_method_t;
 
-/* Fills `health` (healthy, status, checks) for bus.Health. */
+/* Fills `health` for bus.Health, with the two helpers below (the bus owns and frees what they
+ * allocate). It starts as healthy=true, status "ok". */
 typedef void(bus_health_fn)(void *ctx, Shoal__Bus__HealthResponse *health);
+void bus_health_set_status(Shoal__Bus__HealthResponse *health, bool healthy, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void bus_health_add_check(Shoal__Bus__HealthResponse *health, const char *name, bool ok,
+                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* Appends counters for bus.Stats with bus_stats_add(). */
 typedef void(bus_stats_fn)(void *ctx, Shoal__Bus__StatsResponse *stats);
 

@@ -245,23 +245,6 @@ static const bus_method_t dns_methods[] = {
      &shoal__dns__lookup_response__descriptor, on_lookup, BUS_ROLES_MANAGER},
 };
 
-static void health_add(Shoal__Bus__HealthResponse *h, const char *name, bool ok, const char *msg) {
-    Shoal__Bus__HealthCheck **v = realloc(h->checks, (h->n_checks + 1) * sizeof *v);
-    if (!v)
-        return;
-    h->checks = v;
-    Shoal__Bus__HealthCheck *c = malloc(sizeof *c);
-    if (!c)
-        return;
-    shoal__bus__health_check__init(c);
-    c->name = strdup(name);
-    c->ok = ok;
-    c->message = strdup(msg);
-    v[h->n_checks++] = c;
-    if (!ok)
-        h->healthy = false;
-}
-
 static void on_health(void *ctx, Shoal__Bus__HealthResponse *h) {
     dns_daemon_t *m = ctx;
     char msg[256];
@@ -270,11 +253,11 @@ static void on_health(void *ctx, Shoal__Bus__HealthResponse *h) {
              synced ? "revision %lld, %zu services, %zu running tasks" : "waiting for the store",
              (long long)m->revision, resolver_service_count(m->resolver),
              resolver_task_count(m->resolver));
-    health_add(h, "store_sync", synced, msg);
+    bus_health_add_check(h, "store_sync", synced, "%s", msg);
     size_t nl = dns_server_listen_count(m->server);
     snprintf(msg, sizeof msg, "%zu addresses, first %s", nl,
              nl ? dns_server_listen_address(m->server, 0) : "-");
-    health_add(h, "listeners", nl > 0, msg);
+    bus_health_add_check(h, "listeners", nl > 0, "%s", msg);
     size_t nu = dns_server_upstream_count(m->server);
     if (m->opts.no_forward)
         snprintf(msg, sizeof msg, "forwarding off: unknown names get NXDOMAIN");
@@ -282,7 +265,7 @@ static void on_health(void *ctx, Shoal__Bus__HealthResponse *h) {
         snprintf(msg, sizeof msg, "no upstream: unknown names get SERVFAIL");
     else
         snprintf(msg, sizeof msg, "%zu, first %s", nu, dns_server_upstream(m->server, 0));
-    health_add(h, "upstreams", true, msg);
+    bus_health_add_check(h, "upstreams", true, "%s", msg);
     if (!h->healthy) {
         free(h->status);
         h->status = strdup(synced ? "not listening" : "waiting for the store");

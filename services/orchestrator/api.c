@@ -871,36 +871,22 @@ static void h_node_remove(void *ctx, bus_call_t *call, const ProtobufCMessage *i
 
 /* ---- health and stats --------------------------------------------------------------------- */
 
-static void add_check(Shoal__Bus__HealthResponse *h, const char *name, bool ok, const char *msg) {
-    Shoal__Bus__HealthCheck **v = realloc(h->checks, (h->n_checks + 1) * sizeof *v);
-    if (!v)
-        return;
-    h->checks = v;
-    Shoal__Bus__HealthCheck *c = malloc(sizeof *c);
-    if (!c)
-        return;
-    shoal__bus__health_check__init(c);
-    c->name = strdup(name);
-    c->ok = ok;
-    c->message = strdup(msg);
-    v[h->n_checks++] = c;
-}
-
 static void health(void *ctx, Shoal__Bus__HealthResponse *h) {
     orch_t *o = ctx;
     char msg[320];
-    add_check(h, "store", o->store_ok, o->store_ok ? "reachable" : o->store_err);
+    bus_health_add_check(h, "store", o->store_ok, "%s", o->store_ok ? "reachable" : o->store_err);
     snprintf(msg, sizeof msg, "%s", o->leader ? "leader: reconciling" : "standby: serving the API");
-    add_check(h, "leader", true, msg);
+    bus_health_add_check(h, "leader", true, "%s", msg);
     if (o->leader) {
         bool caught_up = o->cache->revision >= o->wait_rev;
         snprintf(msg, sizeof msg, "cache at revision %" PRId64 "%s", o->cache->revision,
                  caught_up ? "" : " (waiting for its own writes)");
-        add_check(h, "watch", o->watcher != NULL, msg);
+        bus_health_add_check(h, "watch", o->watcher != NULL, "%s", msg);
     }
-    h->healthy = o->store_ok;
-    free(h->status);
-    h->status = strdup(!o->store_ok ? "store unreachable" : o->leader ? "leader" : "standby");
+    bus_health_set_status(h, o->store_ok, "%s",
+                          !o->store_ok ? "store unreachable"
+                          : o->leader  ? "leader"
+                                       : "standby");
 }
 
 static void stats(void *ctx, Shoal__Bus__StatsResponse *s) {

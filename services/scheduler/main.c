@@ -237,7 +237,9 @@ static bool apply_kv(sched_daemon_t *m, const Shoal__Store__KeyValue *kv, bool d
 static int on_watch(zloop_t *loop, zsock_t *sock, void *arg);
 static int on_resync_timer(zloop_t *loop, int timer_id, void *arg);
 
-static void watcher_end(zactor_t **watcher_p) { zactor_destroy(watcher_p); }
+static void watcher_end(zactor_t **watcher_p) {
+    zactor_destroy(watcher_p);
+}
 
 static void watcher_stop(sched_daemon_t *m) {
     if (!m->watcher)
@@ -513,23 +515,6 @@ static const bus_method_t sched_methods[] = {
      &shoal__scheduler__status_response__descriptor, on_status, BUS_ROLES_MANAGER},
 };
 
-static void health_add(Shoal__Bus__HealthResponse *h, const char *name, bool ok, const char *msg) {
-    Shoal__Bus__HealthCheck **v = realloc(h->checks, (h->n_checks + 1) * sizeof *v);
-    if (!v)
-        return;
-    h->checks = v;
-    Shoal__Bus__HealthCheck *c = malloc(sizeof *c);
-    if (!c)
-        return;
-    shoal__bus__health_check__init(c);
-    c->name = strdup(name);
-    c->ok = ok;
-    c->message = strdup(msg);
-    v[h->n_checks++] = c;
-    if (!ok)
-        h->healthy = false;
-}
-
 static void on_health(void *ctx, Shoal__Bus__HealthResponse *h) {
     sched_daemon_t *m = ctx;
     char msg[256];
@@ -538,13 +523,13 @@ static void on_health(void *ctx, Shoal__Bus__HealthResponse *h) {
     snprintf(msg, sizeof msg,
              m->synced ? "revision %lld, %llu nodes, %llu tasks" : "waiting for the store",
              (long long)m->revision, (unsigned long long)st.nodes, (unsigned long long)st.tasks);
-    health_add(h, "store_sync", m->synced, msg);
+    bus_health_add_check(h, "store_sync", m->synced, "%s", msg);
     if (m->leader)
         snprintf(msg, sizeof msg, "leader (lease %lld)", (long long)m->lease_id);
     else
         snprintf(msg, sizeof msg, "standby, leader is %s",
                  m->leader_name[0] ? m->leader_name : "none");
-    health_add(h, "leadership", true, msg);
+    bus_health_add_check(h, "leadership", true, "%s", msg);
     if (!h->healthy) {
         free(h->status);
         h->status = strdup("waiting for the store");
