@@ -5,14 +5,11 @@ source "$(dirname "$0")/../lib/cluster.sh"
 command -v dig >/dev/null || skip "dig not installed (apt-get install dnsutils)"
 cluster_start
 
-# a key that is not part of the cluster
-python3 - "$STATE" <<'PY' || fail "cannot write a rogue key"
-import sys, zmq, os
-pub, sec = zmq.curve_keypair()
-d = sys.argv[1] + "/keys/private"
-open(d + "/rogue.key_secret", "w").write(
-    'metadata\ncurve\n    public-key = "%s"\n    secret-key = "%s"\n' % (pub.decode(), sec.decode()))
-PY
+# a key that is not part of this cluster: the admin key of another cluster
+other=$(mktemp -d /tmp/shoal-other.XXXXXX)
+shoal --state-dir "$other" init >/dev/null || fail "init of a second cluster"
+cp "$other/keys/private/admin.key_secret" "$STATE/keys/private/rogue.key_secret"
+rm -rf "$other"
 out=$(shoalctl --key rogue --timeout 3000 status store 2>&1) && fail "a rogue key was served: $out"
 echo "$out"
 echo "$out" | grep -qiE 'not authorized|refused|rejected' || fail "rejection is not explained: $out"
