@@ -17,7 +17,7 @@ for d in store orchestrator scheduler dispatcher agent dns; do
     shoalctl call store store.Put "{\"key\":\"/test/ack/$i\",\"value\":\"$(echo -n "v$i" | base64)\"}" >/dev/null || fail "store.Put before killing $d"
     pid=$(daemon_pid $d); [ -n "$pid" ] || fail "no pid for $d"
     kill -9 "$pid"
-    wait_for 10 "$d pid $pid gone" bash -c "! kill -0 $pid 2>/dev/null"
+    wait_for 10 "$d pid $pid gone" pid_gone "$pid"
     shoal cluster up --dns-listen 127.0.0.1:$DNS_PORT >/dev/null || fail "cluster up after killing $d"
     [ "$(daemon_pid $d)" != "$pid" ] || fail "$d was not restarted"
     shoalctl status $d >/dev/null || fail "$d does not answer after restart"

@@ -66,3 +66,5 @@ cluster_start() {
 }
 
 daemon_pid() { cat "$STATE/run/$1.pid" 2>/dev/null; }
+# a killed daemon is gone once it is a zombie: its parent (init here) may reap it late
+pid_gone() { [ ! -e "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
