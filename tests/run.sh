@@ -21,9 +21,10 @@ for suite in "${suites[@]}"; do
             n=$(basename "$t")
             out=$(CMOCKA_MESSAGE_OUTPUT=stdout timeout 600 "$t" 2>&1); rc=$?
             echo "$out" >"$logs/unit-$n.log"
-            p=$(grep -c '^\[       OK \]' <<<"$out"); f=$(grep -c '^\[  FAILED  \]' <<<"$out")
-            f=$((f > 0 ? f - 1 : 0)) # cmocka prints a FAILED summary line plus one per test
-            s=$(grep -c '^\[  SKIPPED \]' <<<"$out"); s=$((s > 0 ? s - 1 : 0))
+            # cmocka's summary lines: "[  PASSED  ] N test(s)." "[  FAILED  ] N test(s), listed below:"
+            p=$(grep -c '^\[       OK \]' <<<"$out")
+            f=$(sed -n 's/^\[  FAILED  \] \([0-9]*\) test(s).*/\1/p' <<<"$out" | head -1); f=${f:-0}
+            s=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) test(s).*/\1/p' <<<"$out" | head -1); s=${s:-0}
             if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi
             pass=$((pass + p)) fail=$((fail + f)) skip=$((skip + s))
             [ "$f" -gt 0 ] && failed+=("unit/$n") && echo "$out" | grep -E 'FAILED|ERROR|error' | head -20

@@ -412,14 +412,19 @@ static void test_daemon_forwards_other_names_upstream(void **state) {
     assert_int_equal(sendto(fd, q, qlen, 0, (struct sockaddr *)&to, sizeof to), (ssize_t)qlen);
 
     struct sockaddr_in from;
-    socklen_t from_len = sizeof from;
-    ssize_t n = recvfrom(T.upstream_fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &from_len);
-    assert_true(n > 0);
+    socklen_t from_len;
     dns_message_t fq;
-    assert_int_equal(dns_message_parse(buf, (size_t)n, &fq), 0);
-    char name[DNS_NAME_TEXT_MAX];
-    assert_int_equal(dns_name_to_text(fq.question.name, fq.question.name_len, name, sizeof name),
-                     0);
+    char name[DNS_NAME_TEXT_MAX] = "";
+    /* skip queries forwarded earlier (a name asked while the table was still loading) */
+    for (int tries = 0; tries < 10 && strcmp(name, "outside.example"); tries++) {
+        from_len = sizeof from;
+        ssize_t n =
+            recvfrom(T.upstream_fd, buf, sizeof buf, 0, (struct sockaddr *)&from, &from_len);
+        assert_true(n > 0);
+        assert_int_equal(dns_message_parse(buf, (size_t)n, &fq), 0);
+        assert_int_equal(
+            dns_name_to_text(fq.question.name, fq.question.name_len, name, sizeof name), 0);
+    }
     assert_string_equal(name, "outside.example");
     uint32_t addr = inet_addr("198.51.100.1");
     dns_answer_t ans = {.recursion_available = true, .ttl = 60, .addrs = &addr, .n_addrs = 1};
@@ -428,7 +433,7 @@ static void test_daemon_forwards_other_names_upstream(void **state) {
     assert_int_equal(sendto(T.upstream_fd, buf, len, 0, (struct sockaddr *)&from, from_len),
                      (ssize_t)len);
 
-    n = recv(fd, buf, sizeof buf, 0);
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
     assert_true(n > 0);
     answer_parse(buf, (size_t)n, 0x0bad, &a);
     assert_int_equal(a.rcode, DNS_RCODE_NOERROR);
