@@ -22,8 +22,8 @@ char *pbjson_dumps(const ProtobufCMessage *msg, unsigned flags);
  * (the message is allocated with the system allocator like an unpacked one). */
 int pbjson_decode(const ProtobufCMessageDescriptor *desc, const json_t *json,
                   ProtobufCMessage **ret, char *errbuf, size_t errlen);
-int pbjson_loads(const ProtobufCMessageDescriptor *desc, const char *text,
-                 ProtobufCMessage **ret, char *errbuf, size_t errlen);
+int pbjson_loads(const ProtobufCMessageDescriptor *desc, const char *text, ProtobufCMessage **ret,
+                 char *errbuf, size_t errlen);
 
 /* Looks a message descriptor up by full name ("shoal.store.PutRequest") among every message of
  * proto/. NULL when unknown. */
