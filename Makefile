@@ -9,6 +9,8 @@
 #                                   modules (every .c of services/<svc>/ but main.c); <svc> = lib
 #                                   links libshoal only
 #   tests/fuzz/fuzz_<svc>_*.c    -> build/tests/fuzz/... with tests/fuzz/driver.c
+#   tests/sim/*.c                -> build/tests/sim/shoal-sim (the deterministic Raft simulator),
+#                                   linked with the store's modules
 SHELL := /bin/bash
 CC ?= gcc
 BUILD ?= build
@@ -35,6 +37,8 @@ SERVICE_BINS := $(foreach s,$(SERVICES),$(if $(wildcard services/$(s)/main.c),$(
 TOOL_BINS := $(foreach t,$(TOOLS),$(if $(wildcard tools/$(t)/*.c),$(BIN)/$(t)))
 UNIT_SRC := $(wildcard tests/unit/*_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
+SIM_SRC := $(wildcard tests/sim/*.c)
+SIM_BIN := $(if $(SIM_SRC),$(BUILD)/tests/sim/shoal-sim)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,$(BUILD)/tests/fuzz/%,$(FUZZ_SRC))
 
@@ -44,7 +48,7 @@ tool_objs = $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard tools/$(1)/*.c))
 .PHONY: all deps test unit demo bench asan fmt clean fuzz sim chaos
 .SECONDARY:
 
-all: $(SERVICE_BINS) $(TOOL_BINS) $(UNIT_BINS) $(FUZZ_BINS)
+all: $(SERVICE_BINS) $(TOOL_BINS) $(UNIT_BINS) $(FUZZ_BINS) $(SIM_BIN)
 
 deps:
 	@bash tests/lib/deps.sh
@@ -80,6 +84,10 @@ $(BUILD)/tests/fuzz/fuzz_%: $(BUILD)/obj/tests/fuzz/fuzz_%.o $(BUILD)/obj/tests/
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/tests/sim/shoal-sim: $(patsubst %.c,$(BUILD)/obj/%.o,$(SIM_SRC)) $(call svc_objs,store) $(BUILD)/libshoal.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 # deps first so a fresh machine has compilers' libraries and a running dockerd; then build; then
 # every suite. tests/run.sh prints the closing "N passed, N failed, N skipped" line.
 test: deps
@@ -100,6 +108,10 @@ demo: deps
 bench: deps
 	$(MAKE) all
 	bash bench/run.sh
+
+SEEDS ?= 100000
+sim: all
+	SIM_SEEDS=$(SEEDS) bash tests/run.sh sim
 
 fmt:
 	clang-format -i --style=file:$(firstword $(wildcard ../shared/.clang-format .clang-format)) \

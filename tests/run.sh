@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Runs shoal's test suites and prints the closing "N passed, N failed, N skipped" line.
-# Usage: tests/run.sh [unit] [fuzz] [integration]   (default: all three)
+# Usage: tests/run.sh [unit] [fuzz] [sim] [integration]   (default: all four)
 #   unit:        every build/tests/unit/* (cmocka); one binary = one result per test case
 #   fuzz:        every build/tests/fuzz/* over its seed corpus plus bounded random mutations
+#   sim:         build/tests/sim/shoal-sim over $SIM_SEEDS seeds (default 2000); one result
 #   integration: every tests/integration/*.sh against a real cluster and dockerd
 # An integration script exits 0 (pass), 77 (skip, with the reason on its last output line) or
 # anything else (fail). Logs of each suite go to build/test-logs/.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-suites=("$@"); ((${#suites[@]})) || suites=(unit fuzz integration)
+suites=("$@"); ((${#suites[@]})) || suites=(unit fuzz sim integration)
 logs=$BUILD/test-logs; mkdir -p "$logs"
 pass=0 fail=0 skip=0 failed=()
 
@@ -40,6 +41,14 @@ for suite in "${suites[@]}"; do
                 fail=$((fail + 1)); failed+=("fuzz/$n"); printf '%-44s FAILED\n' "fuzz/$n"; tail -5 "$logs/fuzz-$n.log"
             fi
         done ;;
+    sim)
+        t=$BUILD/tests/sim/shoal-sim
+        [ -x "$t" ] || continue
+        if timeout 1800 "$t" --seeds "${SIM_SEEDS:-2000}" >"$logs/sim.log" 2>&1; then
+            pass=$((pass + 1)); printf '%-44s passed  (%s)\n' "sim/shoal-sim" "$(tail -1 "$logs/sim.log")"
+        else
+            fail=$((fail + 1)); failed+=("sim/shoal-sim"); printf '%-44s FAILED\n' "sim/shoal-sim"; tail -15 "$logs/sim.log"
+        fi ;;
     integration)
         for t in tests/integration/*.sh; do
             [ -f "$t" ] || continue
