@@ -21,7 +21,7 @@ SOCK=/var/run/docker.sock
 
 skip() { echo "SKIP: $*"; exit 77; }
 fail() { echo "FAIL: $*"; echo "--- shoal service ls"; shoal service ls 2>&1 | head -20
-         for n in "${TEST_NAMES[@]}"; do echo "--- shoal service ps $n"; shoal service ps "$n" 2>&1 | head -20; done
+         for n in $(shoal service ls -q 2>/dev/null); do echo "--- shoal service ps $n"; shoal service ps "$n" 2>&1 | head -20; done
          for f in "$STATE"/logs/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -15 "$f"; }; done
          exit 1; }
 ok() { echo "ok: $*"; }
@@ -33,7 +33,14 @@ engine() { curl -sf --unix-socket $SOCK "http://engine$1"; }
 [ -x "$BIN/shoal" ] || skip "bin/shoal not built (run: make all)"
 bash "$ROOT/tests/lib/mkimage.sh" "$IMAGE" >/dev/null || fail "cannot build test image $IMAGE"
 
-unique_name() { local n="it$$${RANDOM}$1"; TEST_NAMES+=("$n"); echo "$n"; }
+# Names start with this run's prefix; cleanup removes every container of a service with it (the
+# function runs in $(...) subshells, so a list kept here would not reach the EXIT trap).
+NAME_PREFIX="it$$x"
+unique_name() { local n="$NAME_PREFIX${RANDOM}$1"; TEST_NAMES+=("$n"); echo "$n"; }
+test_containers() {
+    docker ps -a --filter label=shoal.service.name --format '{{.ID}} {{.Label "shoal.service.name"}}' |
+        awk -v p="$NAME_PREFIX" 'index($2, p) == 1 { print $1 }'
+}
 
 containers_of() { # ids of running containers of a service
     docker ps -q --no-trunc --filter "label=shoal.service.name=$1" 2>/dev/null | sort; }
@@ -51,10 +58,8 @@ cluster_cleanup() {
     shoal cluster down >/dev/null 2>&1 || true
     # any daemon still alive from this state dir (pid files) is ours
     for p in "$STATE"/run/*.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null; done
-    for n in "${TEST_NAMES[@]}"; do
-        ids=$(docker ps -aq --filter "label=shoal.service.name=$n")
-        [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
-    done
+    ids=$(test_containers)
+    [ -n "$ids" ] && docker rm -f $ids >/dev/null 2>&1
     if [ $rc -eq 0 ] || [ -z "${KEEP_STATE:-}" ]; then rm -rf "$STATE"; fi
     exit $rc
 }
