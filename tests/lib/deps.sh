@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(gcc make pkg-config libzmq3-dev libczmq-dev libprotobuf-c-dev protobuf-c-compiler libssl-dev
       librocksdb-dev libcurl4-openssl-dev libsystemd-dev libcmocka-dev libjansson-dev docker.io
       busybox-static dnsutils iproute2 nftables procps curl ca-certificates python3 python3-zmq
-      python3-protobuf clang-format)
+      python3-protobuf protobuf-compiler clang-format)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
