@@ -68,3 +68,8 @@ echo
 echo "service create --replicas $REPLICAS → $REPLICAS running (median of $ROUNDS, concurrency $CONC)"
 printf '  %-28s %8s ms\n' "raw Engine API floor" "$f" "shoal" "$s"
 awk -v s="$s" -v f="$f" 'BEGIN { printf "  %-28s %8.2f   (goal <= 1.5)\n", "ratio shoal/floor", s / f }'
+
+# 2. the scheduler: 10,000 nodes, 100,000 tasks, placements/s against one-Txn-per-task in the
+#    same run, and the time to reschedule 1,000 tasks of a failed node (bench/scheduler_bench.sh)
+echo
+bash "$ROOT/bench/scheduler_bench.sh"

@@ -267,40 +267,55 @@ static const char *or_empty(const char *s) {
     return s ? s : "";
 }
 
-bool constraint_match(const constraint_t *c, const Shoal__Node *node) {
+const char *constraint_normal_arch(const char *arch) {
+    if (!arch)
+        return "";
+    if (strcmp(arch, "x86_64") == 0 || strcmp(arch, "x86-64") == 0)
+        return "amd64";
+    if (strcmp(arch, "aarch64") == 0)
+        return "arm64";
+    return arch;
+}
+
+const char *constraint_node_value(const Shoal__Node *node, enum constraint_key key,
+                                  const char *label) {
     const Shoal__NodeDescription *desc = node ? node->description : NULL;
-    const char *have = "";
-    bool exact = false;
-    switch (c->key) {
+    switch (key) {
     case CONSTRAINT_KEY_NODE_ID:
-        have = node && node->meta ? or_empty(node->meta->id) : "";
-        break;
+        return node && node->meta ? or_empty(node->meta->id) : "";
     case CONSTRAINT_KEY_HOSTNAME:
-        have = desc ? or_empty(desc->hostname) : "";
-        break;
+        return desc ? or_empty(desc->hostname) : "";
     case CONSTRAINT_KEY_ROLE:
-        if (node)
-            have = node->role == SHOAL__NODE_SPEC__ROLE__MANAGER ? "manager" : "worker";
-        break;
+        if (!node)
+            return "";
+        return node->role == SHOAL__NODE_SPEC__ROLE__MANAGER ? "manager" : "worker";
     case CONSTRAINT_KEY_PLATFORM_OS:
-        have = desc && desc->platform ? or_empty(desc->platform->os) : "";
-        break;
+        return desc && desc->platform ? or_empty(desc->platform->os) : "";
     case CONSTRAINT_KEY_PLATFORM_ARCH:
-        have = desc && desc->platform ? or_empty(desc->platform->architecture) : "";
-        break;
+        return desc && desc->platform ? or_empty(desc->platform->architecture) : "";
     case CONSTRAINT_KEY_NODE_LABEL:
-        exact = true;
-        if (node && node->spec && node->spec->annotations)
-            have = label_lookup(node->spec->annotations->labels, node->spec->annotations->n_labels,
-                                c->label);
-        break;
+        if (label && node && node->spec && node->spec->annotations)
+            return label_lookup(node->spec->annotations->labels, node->spec->annotations->n_labels,
+                                label);
+        return "";
     case CONSTRAINT_KEY_ENGINE_LABEL:
-        exact = true;
-        if (desc && desc->engine)
-            have = label_lookup(desc->engine->labels, desc->engine->n_labels, c->label);
-        break;
+        if (label && desc && desc->engine)
+            return label_lookup(desc->engine->labels, desc->engine->n_labels, label);
+        return "";
     }
-    bool equal = exact ? strcmp(have, c->value) == 0 : strcasecmp(have, c->value) == 0;
+    return "";
+}
+
+bool constraint_match(const constraint_t *c, const Shoal__Node *node) {
+    const char *have = constraint_node_value(node, c->key, c->label);
+    bool equal;
+    if (c->key == CONSTRAINT_KEY_NODE_LABEL || c->key == CONSTRAINT_KEY_ENGINE_LABEL)
+        equal = strcmp(have, c->value) == 0;
+    else if (c->key == CONSTRAINT_KEY_PLATFORM_ARCH)
+        equal = strcasecmp(have, c->value) == 0 ||
+                strcasecmp(constraint_normal_arch(have), constraint_normal_arch(c->value)) == 0;
+    else
+        equal = strcasecmp(have, c->value) == 0;
     return c->op == CONSTRAINT_OP_EQ ? equal : !equal;
 }
 
@@ -311,6 +326,38 @@ bool constraint_list_match(const constraint_list_t *list, const Shoal__Node *nod
         if (!constraint_match(&list->items[i], node))
             return false;
     return true;
+}
+
+int constraint_key_parse(const char *text, enum constraint_key *ret_key, const char **ret_label) {
+    if (!text)
+        return -EINVAL;
+    size_t len = strlen(text);
+    for (size_t i = 0; i < sizeof fixed_keys / sizeof fixed_keys[0]; i++) {
+        if (strcasecmp(text, fixed_keys[i].name) == 0) {
+            *ret_key = fixed_keys[i].key;
+            *ret_label = NULL;
+            return 0;
+        }
+    }
+    const char *label = NULL;
+    enum constraint_key key;
+    if (has_prefix_nocase(text, len, NODE_LABEL_PREFIX)) {
+        key = CONSTRAINT_KEY_NODE_LABEL;
+        label = text + strlen(NODE_LABEL_PREFIX);
+    } else if (has_prefix_nocase(text, len, ENGINE_LABEL_PREFIX)) {
+        key = CONSTRAINT_KEY_ENGINE_LABEL;
+        label = text + strlen(ENGINE_LABEL_PREFIX);
+    } else {
+        return -EINVAL;
+    }
+    if (!*label || strlen(label) > CONSTRAINT_MAX_LEN)
+        return -EINVAL;
+    for (const char *p = label; *p; p++)
+        if (!is_label_name_char(*p))
+            return -EINVAL;
+    *ret_key = key;
+    *ret_label = label;
+    return 0;
 }
 
 char *constraint_format(const constraint_t *c, char *buf, size_t len) {

@@ -59,5 +59,21 @@ bool constraint_list_match(const constraint_list_t *list, const Shoal__Node *nod
  * validated before they are stored, so this only guards old data). */
 bool constraint_match_all(char *const *exprs, size_t n, const Shoal__Node *node);
 
+/* Parses a bare key ("node.labels.zone", "engine.labels.rack", "node.hostname", ...), as used by
+ * placement preferences (spread=node.labels.zone). On success *ret_key is set and *ret_label
+ * points into `text` at the label name (NULL for the fixed keys). -EINVAL for anything else. */
+int constraint_key_parse(const char *text, enum constraint_key *ret_key, const char **ret_label);
+
+/* What the node says for a key ("" when absent): the value constraints compare against, and the
+ * branch value of a spread preference. `label` is the label name for the *_LABEL keys. Points into
+ * the node (or a static string): valid while the node is. */
+const char *constraint_node_value(const Shoal__Node *node, enum constraint_key key,
+                                  const char *label);
+
+/* Docker's architecture names: "x86_64" -> "amd64", "aarch64" -> "arm64", others unchanged; ""
+ * for NULL. The platform filter and node.platform.arch compare normalised names, so a node that
+ * reports x86_64 (Engine /info) matches a spec asking for amd64. */
+const char *constraint_normal_arch(const char *arch);
+
 /* "node.labels.zone==a" back into text (for logs and tests); returns buf. */
 char *constraint_format(const constraint_t *c, char *buf, size_t len);

@@ -3,8 +3,8 @@
  * Each filter is a row of `filter_table`: applies(task) says whether it has anything to check
  * for this task (a task without reservations skips the resource filter), check(node, task) says
  * yes or no, explain(count) words a failure for the task's status.err. The order is SwarmKit's,
- * cheap and common first: ready, resources, constraints, platform, max replicas per node
- * (SwarmKit's plugin, host-port and volume filters have no counterpart in shoal yet).
+ * cheap and common first: ready, resources, constraints, platform, host-mode published ports,
+ * max replicas per node (SwarmKit's plugin and volume filters have no counterpart in shoal yet).
  *
  * The pipeline runs the enabled filters for one task at a time and stops at the first failure,
  * counting it per filter so that explain() reports, for a task placed nowhere, why each node
@@ -80,28 +80,18 @@ static bool platform_applies(const filter_task_t *ft) {
     return p && p->n_platforms > 0;
 }
 
-static const char *normal_arch(const char *arch) {
-    if (!arch)
-        return "";
-    if (strcmp(arch, "x86_64") == 0)
-        return "amd64";
-    if (strcmp(arch, "aarch64") == 0)
-        return "arm64";
-    return arch;
-}
-
 static bool platform_check(const nodeinfo_t *ni, const filter_task_t *ft) {
     const Shoal__Placement *p = placement_of(ft);
     const Shoal__NodeDescription *d = ni->node ? ni->node->description : NULL;
     if (!d || !d->platform)
         return false;
-    const char *node_arch = normal_arch(d->platform->architecture);
+    const char *node_arch = constraint_normal_arch(d->platform->architecture);
     const char *node_os = d->platform->os ? d->platform->os : "";
     for (size_t i = 0; i < p->n_platforms; i++) {
         const Shoal__Platform *want = p->platforms[i];
         if (!want)
             continue;
-        const char *arch = normal_arch(want->architecture);
+        const char *arch = constraint_normal_arch(want->architecture);
         const char *os = want->os ? want->os : "";
         /* An empty field in the spec accepts any value. */
         if ((!arch[0] || strcmp(arch, node_arch) == 0) && (!os[0] || strcmp(os, node_os) == 0))
@@ -112,6 +102,25 @@ static bool platform_check(const nodeinfo_t *ni, const filter_task_t *ft) {
 
 static void platform_explain(char *buf, size_t len, int nodes) {
     plural(buf, len, nodes, "unsupported platform on ", "");
+}
+
+/* ---- host ports: a port published in host mode binds on the node, once ------------------- */
+
+static bool host_ports_applies(const filter_task_t *ft) {
+    return ft->n_host_ports > 0;
+}
+
+static bool host_ports_check(const nodeinfo_t *ni, const filter_task_t *ft) {
+    if (ni->n_host_ports == 0)
+        return true;
+    for (size_t i = 0; i < ft->n_host_ports; i++)
+        if (nodeinfo_host_port_used(ni, ft->host_ports[i]))
+            return false;
+    return true;
+}
+
+static void host_ports_explain(char *buf, size_t len, int nodes) {
+    plural(buf, len, nodes, "host-mode port already in use on ", "");
 }
 
 /* ---- max replicas: spec.placement.max_replicas per node ------------------------------------ */
@@ -137,6 +146,7 @@ const filter_t filter_table[FILTER_COUNT] = {
     [FILTER_CONSTRAINTS] = {"constraints", constraints_applies, constraints_check,
                             constraints_explain},
     [FILTER_PLATFORM] = {"platform", platform_applies, platform_check, platform_explain},
+    [FILTER_HOST_PORTS] = {"host-ports", host_ports_applies, host_ports_check, host_ports_explain},
     [FILTER_MAX_REPLICAS] = {"max-replicas", max_replicas_applies, max_replicas_check,
                              max_replicas_explain},
 };
@@ -148,6 +158,8 @@ int filter_pipeline_set_task_only(filter_pipeline_t *p, const Shoal__Task *task,
     p->ft.task = task;
     p->ft.cpus = nodeinfo_task_cpus(task);
     p->ft.memory = nodeinfo_task_memory(task);
+    size_t nports = nodeinfo_task_host_ports(task, p->ft.host_ports, FILTER_HOST_PORTS_MAX);
+    p->ft.n_host_ports = nports < FILTER_HOST_PORTS_MAX ? nports : FILTER_HOST_PORTS_MAX;
     const Shoal__Placement *pl = task && task->spec ? task->spec->placement : NULL;
     if (pl && pl->n_constraints > 0 && (mask & (1u << FILTER_CONSTRAINTS))) {
         int r =

@@ -7,16 +7,21 @@
 #include "constraint.h"
 #include "nodeinfo.h"
 
+#define FILTER_HOST_PORTS_MAX 64
+
 /* One task as the filters see it: set up once per task (group), checked against many nodes. */
 typedef struct filter_task {
     const Shoal__Task *task;
     int64_t cpus, memory;           /* reservations */
     constraint_list_t *constraints; /* parsed spec.placement.constraints, NULL when none */
     bool constraints_invalid;       /* the spec has a constraint that does not parse */
+    uint32_t host_ports[FILTER_HOST_PORTS_MAX]; /* NODEINFO_HOST_PORT keys published in host mode */
+    size_t n_host_ports;
 } filter_task_t;
 
 typedef struct filter {
-    const char *name; /* "ready", "resources", "constraints", "platform", "max-replicas" */
+    const char *name; /* "ready", "resources", "constraints", "platform", "host-ports",
+                         "max-replicas" */
     bool (*applies)(const filter_task_t *ft);
     bool (*check)(const nodeinfo_t *ni, const filter_task_t *ft);
     /* "insufficient resources on 2 nodes" into buf */
@@ -28,6 +33,7 @@ enum filter_id {
     FILTER_RESOURCES,
     FILTER_CONSTRAINTS,
     FILTER_PLATFORM,
+    FILTER_HOST_PORTS,
     FILTER_MAX_REPLICAS,
     FILTER_COUNT,
 };

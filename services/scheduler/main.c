@@ -13,8 +13,14 @@
  *    back by further events up to 200 ms after the first (the cluster's scheduler_debounce_ms
  *    overrides the 10 ms). SwarmKit waits 50 ms / 1 s; shoal trades a little batching for
  *    placement latency.
- *  - the write: a tick's decisions go in one store.Batch (split above SCHED_BATCH_MAX txns), one
+ *  - the write: a tick's decisions go in store.Batch requests of up to SCHED_BATCH_MAX Txns, one
  *    Txn per task: compare /tasks/<id> mod revision with the one decided on, put the new task.
+ *    The batches are sent by the writer actor (writer.c) so the loop never waits on the store;
+ *    at most WRITER_MAX_JOBS batches are outstanding, further ticks wait for one to come back.
+ *    --no-batch writes one store.Txn request per task instead (the naive baseline of the bench).
+ *  - the default strategy for services that name none: the cluster's (ClusterSpec has no field for
+ *    it yet: the label shoal.scheduler.strategy on the cluster's annotations stands in), else
+ *    --strategy, else spread. --seed fixes the random strategy's seed (default: the clock).
  *    A failed compare is dropped (the watch brings the newer version, which is reconsidered);
  *    a failed request (store down) leaves every decision to be retried 500 ms later.
  * Methods: scheduler.Status, plus bus.Health and bus.Stats. Nothing here blocks longer than one
@@ -24,11 +30,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "daemon.h"
 #include "objects.pb-c.h"
 #include "scheduler.h"
 #include "scheduler.pb-c.h"
+#include "writer.h"
 
 #define LEADER_KEY          "/leases/scheduler"
 #define LEASE_TTL_MS        3000
@@ -39,6 +47,7 @@
 #define RETRY_MS            500
 #define SCHED_BATCH_MAX     1000
 #define STATUS_MAX_UNPLACED 1000
+#define WRITER_MAX_JOBS     16
 
 typedef struct sched_daemon {
     daemon_t d;
@@ -47,6 +56,9 @@ typedef struct sched_daemon {
     scheduler_t *core;
 
     zactor_t *watcher;
+    zactor_t *writer;
+    size_t jobs_out;   /* batches handed to the writer and not back yet */
+    bool tick_waiting; /* a tick was due while WRITER_MAX_JOBS batches were out */
     int64_t revision;
     bool synced;
     int resync_timer;
@@ -63,9 +75,20 @@ typedef struct sched_daemon {
 
     uint64_t placements_total, unplaced_writes, batches, conflicts, batch_errors;
     uint64_t watch_events, decode_errors, lists, elections;
+
+    /* flags */
+    bool no_batch;
+    placement_strategy_t flag_strategy;
+    uint64_t seed;
+    bool seeded;
+    placement_strategy_t cluster_strategy;
+    bool cluster_has_strategy;
 } sched_daemon_t;
 
+#define CLUSTER_STRATEGY_LABEL "shoal.scheduler.strategy"
+
 static void request_tick(sched_daemon_t *m);
+static int on_retry_timer(zloop_t *loop, int timer_id, void *arg);
 
 /* ---- leadership ------------------------------------------------------------------------- */
 
@@ -167,6 +190,33 @@ static bool has_prefix(const char *s, const char *p) {
     return strncmp(s, p, strlen(p)) == 0;
 }
 
+static void set_default_strategy(sched_daemon_t *m) {
+    placement_strategy_t s = m->cluster_has_strategy ? m->cluster_strategy : m->flag_strategy;
+    if (m->core && scheduler_default_strategy(m->core) != s) {
+        log_info("default placement strategy strategy=%s source=%s", placement_strategy_name(s),
+                 m->cluster_has_strategy ? "cluster" : "flag");
+    }
+    if (m->core)
+        scheduler_set_default_strategy(m->core, s);
+}
+
+static void apply_cluster_strategy(sched_daemon_t *m, const Shoal__Cluster *c) {
+    const Shoal__Annotations *a = c->spec ? c->spec->annotations : NULL;
+    const char *value = NULL;
+    for (size_t i = 0; a && i < a->n_labels; i++)
+        if (a->labels[i] && a->labels[i]->key && !strcmp(a->labels[i]->key, CLUSTER_STRATEGY_LABEL))
+            value = a->labels[i]->value;
+    placement_strategy_t s;
+    int r = placement_strategy_parse(value, &s);
+    if (r == -EINVAL)
+        log_warn("ignoring unknown cluster placement strategy label=%s value=\"%.64s\"",
+                 CLUSTER_STRATEGY_LABEL, value);
+    m->cluster_has_strategy = r == 0;
+    if (r == 0)
+        m->cluster_strategy = s;
+    set_default_strategy(m);
+}
+
 /* Applies one key of the list or the watch; true when it may change placements. */
 static bool apply_kv(sched_daemon_t *m, const Shoal__Store__KeyValue *kv, bool deleted) {
     const char *key = kv->key;
@@ -228,6 +278,7 @@ static bool apply_kv(sched_daemon_t *m, const Shoal__Store__KeyValue *kv, bool d
         if (c) {
             int64_t ms = c->spec ? c->spec->scheduler_debounce_ms : 0;
             m->debounce_ms = ms > 0 && ms <= DEBOUNCE_MAX_MS ? ms : DEBOUNCE_MS;
+            apply_cluster_strategy(m, c);
             shoal__cluster__free_unpacked(c, NULL);
         }
     }
@@ -271,6 +322,9 @@ static int sync_from_store(sched_daemon_t *m) {
     }
     scheduler_destroy(&m->core);
     m->core = core;
+    scheduler_set_seed(core, m->seed);
+    m->cluster_has_strategy = false;
+    set_default_strategy(m);
     m->leader_name[0] = '\0';
     for (size_t i = 0; i < resp->n_kvs; i++)
         if (resp->kvs[i] && resp->kvs[i]->key)
@@ -355,67 +409,110 @@ static int on_watch(zloop_t *loop, zsock_t *sock, void *arg) {
 
 /* ---- ticks and the batched write ------------------------------------------------------- */
 
-/* Writes decisions [0, n) in one store.Batch and reports each outcome to the core. */
-static void write_batch(sched_daemon_t *m, const scheduler_decision_t *d, size_t n) {
-    store_txn_builder_t **b = calloc(n, sizeof *b);
-    Shoal__Store__TxnRequest **txns = calloc(n, sizeof *txns);
-    size_t built = 0;
-    for (; b && txns && built < n; built++) {
-        char key[256];
-        snprintf(key, sizeof key, "/tasks/%s", d[built].task_id);
-        if (!(b[built] = store_txn_builder_new()))
-            break;
-        store_txn_cmp_mod(b[built], key, d[built].mod_revision);
-        store_txn_put(b[built], key, &d[built].task->base);
-        txns[built] = (Shoal__Store__TxnRequest *)store_txn_builder_request(b[built]);
-    }
-    Shoal__Store__BatchResponse *resp = NULL;
-    int r = -ENOMEM;
-    if (built == n) {
-        Shoal__Store__BatchRequest req = SHOAL__STORE__BATCH_REQUEST__INIT;
-        req.txns = txns;
-        req.n_txns = n;
-        store_client_set_timeout(m->store, 5000);
-        r = store_batch(m->store, &req, &resp);
-        store_client_set_timeout(m->store, 0);
-    }
+/* Reports a written batch's outcome to the core (commit, or abort: stale on a failed compare). */
+static void job_done(sched_daemon_t *m, writer_job_t *job) {
+    size_t n = job->n;
     m->batches++;
-    if (r < 0 || !resp) {
+    if (job->rc < 0 || !job->resp) {
         m->batch_errors++;
         log_warn("placement batch failed, retrying in %d ms decisions=%zu err=\"%s\"", RETRY_MS, n,
-                 r == -ENOMEM ? "out of memory" : store_client_error(m->store));
+                 job->error[0] ? job->error : strerror(-job->rc));
         for (size_t i = 0; i < n; i++)
-            scheduler_abort(m->core, d[i].task_id, false);
-    } else {
-        size_t placed = 0, conflicts = 0;
-        for (size_t i = 0; i < n; i++) {
-            const Shoal__Store__TxnResponse *tr = i < resp->n_responses ? resp->responses[i] : NULL;
-            bool assigned = d[i].node_id != NULL; /* read before commit/abort frees it */
-            if (tr && tr->succeeded) {
-                if (assigned) {
-                    placed++;
-                    log_debug("task assigned task=%s node=%s", d[i].task_id, d[i].node_id);
-                } else {
-                    m->unplaced_writes++;
-                    log_debug("task not placed task=%s reason=\"%s\"", d[i].task_id, d[i].err);
-                }
-                scheduler_commit(m->core, d[i].task_id, tr->header ? tr->header->revision : 0);
-            } else {
-                conflicts++;
-                scheduler_abort(m->core, d[i].task_id, true);
-            }
-        }
-        m->placements_total += placed;
-        m->conflicts += conflicts;
-        log_info("placement batch written decisions=%zu assigned=%zu conflicts=%zu", n, placed,
-                 conflicts);
+            scheduler_abort(m->core, job->task_ids[i], false);
+        zloop_timer(m->d.loop, RETRY_MS, 1, on_retry_timer, m);
+        return;
     }
-    if (resp)
-        shoal__store__batch_response__free_unpacked(resp, NULL);
-    for (size_t i = 0; b && i < built; i++)
-        store_txn_builder_destroy(&b[i]);
-    free(b);
-    free(txns);
+    const Shoal__Store__BatchResponse *resp = job->resp;
+    size_t placed = 0, conflicts = 0;
+    for (size_t i = 0; i < n; i++) {
+        const Shoal__Store__TxnResponse *tr = i < resp->n_responses ? resp->responses[i] : NULL;
+        if (tr && tr->succeeded) {
+            if (job->assigned[i])
+                placed++;
+            else
+                m->unplaced_writes++;
+            scheduler_commit(m->core, job->task_ids[i], tr->header ? tr->header->revision : 0);
+        } else {
+            conflicts++;
+            scheduler_abort(m->core, job->task_ids[i], true);
+        }
+    }
+    m->placements_total += placed;
+    m->conflicts += conflicts;
+    log_info("placement batch written decisions=%zu assigned=%zu conflicts=%zu ms=%lld", n, placed,
+             conflicts, (long long)((job->done_us - job->sent_us) / 1000));
+}
+
+static int on_written(zloop_t *loop, zsock_t *sock, void *arg) {
+    sched_daemon_t *m = arg;
+    writer_job_t *job = writer_recv(m->writer);
+    if (!job)
+        return 0;
+    if (m->jobs_out > 0)
+        m->jobs_out--;
+    job_done(m, job);
+    writer_job_destroy(&job);
+    if (m->tick_waiting && m->jobs_out < WRITER_MAX_JOBS) {
+        m->tick_waiting = false;
+        request_tick(m);
+    }
+    return 0;
+}
+
+/* Hands decisions [0, n) to the writer as one batch; on failure aborts them (retried later). */
+static void write_batch(sched_daemon_t *m, const scheduler_decision_t *d, size_t n) {
+    writer_job_t *job = writer_job_new(d, n);
+    if (job && writer_send(m->writer, job) == 0) {
+        m->jobs_out++;
+        return;
+    }
+    writer_job_destroy(&job);
+    m->batch_errors++;
+    log_warn("cannot hand a placement batch to the writer, retrying in %d ms decisions=%zu",
+             RETRY_MS, n);
+    for (size_t i = 0; i < n; i++)
+        scheduler_abort(m->core, d[i].task_id, false);
+    zloop_timer(m->d.loop, RETRY_MS, 1, on_retry_timer, m);
+}
+
+/* --no-batch: one store.Txn request (one round trip, one store commit) per decision. */
+static void write_one_by_one(sched_daemon_t *m, const scheduler_decision_t *d, size_t n) {
+    size_t placed = 0, conflicts = 0;
+    store_client_set_timeout(m->store, 5000);
+    for (size_t i = 0; i < n; i++) {
+        char key[256];
+        snprintf(key, sizeof key, "/tasks/%s", d[i].task_id);
+        store_txn_builder_t *b = store_txn_builder_new();
+        Shoal__Store__TxnResponse *resp = NULL;
+        int r = -ENOMEM;
+        if (b) {
+            store_txn_cmp_mod(b, key, d[i].mod_revision);
+            store_txn_put(b, key, &d[i].task->base);
+            r = store_txn(m->store, store_txn_builder_request(b), &resp);
+        }
+        bool assigned = d[i].node_id != NULL;
+        if (r == 0) {
+            placed += assigned;
+            m->unplaced_writes += !assigned;
+            scheduler_commit(m->core, d[i].task_id,
+                             resp && resp->header ? resp->header->revision : 0);
+        } else if (r == -ECANCELED) {
+            conflicts++;
+            scheduler_abort(m->core, d[i].task_id, true);
+        } else {
+            m->batch_errors++;
+            scheduler_abort(m->core, d[i].task_id, false);
+        }
+        if (resp)
+            shoal__store__txn_response__free_unpacked(resp, NULL);
+        store_txn_builder_destroy(&b);
+    }
+    store_client_set_timeout(m->store, 0);
+    m->placements_total += placed;
+    m->conflicts += conflicts;
+    m->batches++;
+    log_info("placements written one by one decisions=%zu assigned=%zu conflicts=%zu", n, placed,
+             conflicts);
 }
 
 static int on_retry_timer(zloop_t *loop, int timer_id, void *arg) {
@@ -426,6 +523,10 @@ static int on_retry_timer(zloop_t *loop, int timer_id, void *arg) {
 static void run_tick(sched_daemon_t *m) {
     if (!may_write(m))
         return;
+    if (!m->no_batch && m->jobs_out >= WRITER_MAX_JOBS) {
+        m->tick_waiting = true; /* on_written asks again */
+        return;
+    }
     const scheduler_decision_t *d = NULL;
     size_t n = 0;
     if (scheduler_tick(m->core, clock_wall_ms(), &d, &n) < 0) {
@@ -433,11 +534,15 @@ static void run_tick(sched_daemon_t *m) {
         zloop_timer(m->d.loop, RETRY_MS, 1, on_retry_timer, m);
         return;
     }
-    uint64_t errors_before = m->batch_errors;
+    if (m->no_batch && n > 0) {
+        uint64_t errors_before = m->batch_errors;
+        write_one_by_one(m, d, n);
+        if (m->batch_errors != errors_before)
+            zloop_timer(m->d.loop, RETRY_MS, 1, on_retry_timer, m);
+        return;
+    }
     for (size_t off = 0; off < n; off += SCHED_BATCH_MAX)
         write_batch(m, d + off, n - off < SCHED_BATCH_MAX ? n - off : SCHED_BATCH_MAX);
-    if (m->batch_errors != errors_before)
-        zloop_timer(m->d.loop, RETRY_MS, 1, on_retry_timer, m);
 }
 
 static int on_tick_timer(zloop_t *loop, int timer_id, void *arg) {
@@ -505,6 +610,8 @@ static void on_status(void *ctx, bus_call_t *call, const ProtobufCMessage *input
     out.placed_total = m->placements_total;
     out.unplaced = c.ptrs;
     out.n_unplaced = c.n;
+    out.default_strategy = (char *)placement_strategy_name(scheduler_default_strategy(m->core));
+    out.writes_in_flight = m->jobs_out;
     bus_reply_ok(call, &out.base);
     free(c.items);
     free(c.ptrs);
@@ -545,6 +652,7 @@ static void on_stats(void *ctx, Shoal__Bus__StatsResponse *out) {
     bus_stats_add(out, "scheduler.nodes", (int64_t)st.nodes);
     bus_stats_add(out, "scheduler.tasks", (int64_t)st.tasks);
     bus_stats_add(out, "scheduler.batches", (int64_t)m->batches);
+    bus_stats_add(out, "scheduler.batches_in_flight", (int64_t)m->jobs_out);
     bus_stats_add(out, "scheduler.conflicts", (int64_t)m->conflicts);
     bus_stats_add(out, "scheduler.batch_errors", (int64_t)m->batch_errors);
     bus_stats_add(out, "scheduler.unplaced_writes", (int64_t)m->unplaced_writes);
@@ -559,19 +667,77 @@ static void on_stats(void *ctx, Shoal__Bus__StatsResponse *out) {
 
 /* ---- main ------------------------------------------------------------------------------ */
 
+enum { OPT_STRATEGY = 256, OPT_SEED, OPT_NO_BATCH };
+
+static const struct option sched_options[] = {
+    {"strategy", required_argument, NULL, OPT_STRATEGY},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"no-batch", no_argument, NULL, OPT_NO_BATCH},
+    {0},
+};
+
+static int on_option(void *ctx, int opt, const char *arg) {
+    sched_daemon_t *m = ctx;
+    char *end = NULL;
+    switch (opt) {
+    case OPT_STRATEGY:
+        if (placement_strategy_parse(arg, &m->flag_strategy) < 0) {
+            fprintf(stderr,
+                    "shoal-scheduler: --strategy must be spread, binpack or random (got "
+                    "\"%s\")\n",
+                    arg);
+            return -EINVAL;
+        }
+        return 0;
+    case OPT_SEED:
+        errno = 0;
+        m->seed = strtoull(arg, &end, 0);
+        if (errno || !end || *end || !*arg) {
+            fprintf(stderr, "shoal-scheduler: --seed must be a number (got \"%s\")\n", arg);
+            return -EINVAL;
+        }
+        m->seeded = true;
+        return 0;
+    case OPT_NO_BATCH:
+        m->no_batch = true;
+        return 0;
+    }
+    return -EINVAL;
+}
+
 int main(int argc, char **argv) {
     static sched_daemon_t m;
     m.resync_timer = -1;
     m.tick_timer = -1;
     m.debounce_ms = DEBOUNCE_MS;
-    if (daemon_setup(&m.d, "scheduler", argc, argv, NULL) < 0)
+    daemon_opts_t opts = {
+        .extra = sched_options,
+        .on_option = on_option,
+        .ctx = &m,
+        .usage =
+            "  --strategy S     default placement strategy: spread (default), binpack, random\n"
+            "  --seed N         seed of the random strategy (default: from the clock)\n"
+            "  --no-batch       one store.Txn per placement instead of batches (baseline)\n",
+    };
+    if (daemon_setup(&m.d, "scheduler", argc, argv, &opts) < 0)
         return 1;
+    if (!m.seeded)
+        m.seed = (uint64_t)zclock_usecs() ^ ((uint64_t)getpid() << 32);
     m.identity = bus_identity_load(m.d.cfg.state_dir, "scheduler");
     m.store = m.identity ? store_client_new(&m.d.cfg, m.identity) : NULL;
     m.core = scheduler_new();
+    if (m.core) {
+        scheduler_set_seed(m.core, m.seed);
+        set_default_strategy(&m);
+    }
     if (!m.store || !m.core) {
         fprintf(stderr, "shoal-scheduler: cannot create the store client: %s\n",
                 strerror(errno ? errno : ENOMEM));
+        return 1;
+    }
+    m.writer = writer_new(&m.d.cfg, "scheduler");
+    if (!m.writer || zloop_reader(m.d.loop, zactor_sock(m.writer), on_written, &m) < 0) {
+        fprintf(stderr, "shoal-scheduler: cannot start the placement writer\n");
         return 1;
     }
     bus_server_add(m.d.bus, sched_methods, sizeof sched_methods / sizeof sched_methods[0], &m);
@@ -588,6 +754,7 @@ int main(int argc, char **argv) {
 
     /* Hand leadership over at once instead of after the TTL. */
     watcher_end(&m.watcher);
+    zactor_destroy(&m.writer);
     if (m.lease_id) {
         store_client_set_timeout(m.store, 300);
         store_lease_revoke(m.store, m.lease_id);

@@ -11,20 +11,22 @@
  *  2. The other PENDING tasks are sorted into groups of equal (service_id, spec_version): tasks
  *     of one group have the same spec, so the filters run once per node per group, not per task.
  *     Tasks with spec_version 0 (unknown spec) are groups of one.
- *  3. Per group, the nodes that pass the filters go into a binary min-heap ordered by *spread*:
- *     fewer tasks of this service, then fewer tasks in total, then more free memory, then node
- *     id (so equal inputs give equal outputs). Each task goes to the heap's top; the node's sums
- *     grow, the node is re-checked (resources, max replicas) and sifts down, or leaves the heap
- *     when it no longer passes. Equal nodes thus take tasks round-robin: 6 tasks on 3 idle nodes
- *     land 2 per node. Cost per group: O(N) filter + heapify, then O(log N) per task.
- *  4. Tasks left when the heap is empty get "no suitable node (<why>)", where <why> counts, for
+ *  3. Per group, placement.c puts the tasks by the group's strategy (spec.task.placement.strategy,
+ *     else the cluster default, else spread): one pass over the nodes builds the filtered
+ *     preference tree and heaps, then each task costs O(log N) (spread: fewest tasks of this
+ *     service, then most free resources; binpack: least free resources; random: uniform). The
+ *     node that took a task is re-checked (resources, host ports, max replicas) at once.
+ *  4. Tasks left when no node fits get "no suitable node (<why>)", where <why> counts, for
  *     every node, the first filter it failed (filter_pipeline_explain).
  *
- * Decisions are counted at once (the task's in-flight copy, ASSIGNED on its node, counts against
- * the node), so the next tick and the rest of this one see the new load. The daemon writes them
- * with one compare-and-swap per task and reports each back: commit (the copy becomes the task) or
- * abort (the copy is dropped; a failed compare marks the task stale until the watch brings its
- * newer version, so it is not retried against a revision known to be old).
+ * Decisions are counted at once (the task, ASSIGNED on its node, counts against the node), so the
+ * next tick and the rest of this one see the new load. A decision changes the held task in place
+ * (node_id, state, message, err, timestamp, meta version) and keeps the replaced fields in the
+ * entry's undo record: no copy of the task per decision, which dominated a tick's cost. The daemon
+ * writes decisions with one compare-and-swap per task and reports each back: commit (the undo
+ * record is freed) or abort (the task gets its fields back; a failed compare marks the task stale
+ * until the watch brings its newer version, so it is not retried against a revision known to be
+ * old).
  *
  * Counting rule (nodeinfo_task_counts): node_id set, ASSIGNED..RUNNING, desired <= RUNNING. Each
  * task entry remembers the nodeinfo and the exact task object it was counted with, and is
@@ -39,24 +41,24 @@
 
 #include "filter.h"
 #include "nodeinfo.h"
+#include "placement.h"
 
 typedef struct task_entry {
     char *id;
-    Shoal__Task *task;      /* as last read from the store */
-    int64_t mod_revision;   /* of that read */
-    Shoal__Task *inflight;  /* decision written but not yet confirmed, or NULL */
+    Shoal__Task *task;    /* as last read from the store */
+    int64_t mod_revision; /* of that read */
+    bool inflight;        /* task holds a decision not yet confirmed; undo has what it replaced */
+    struct {
+        char *node_id, *message, *err;
+        int state;
+        int64_t timestamp_ms, updated_at_ms;
+        uint64_t version;
+    } undo;
     nodeinfo_t *counted_on; /* node the task counts on, or NULL */
     const Shoal__Task *counted_with;
     bool stale;   /* a CAS failed: wait for a newer revision */
     bool pending; /* member of scheduler.pending */
 } task_entry_t;
-
-typedef struct heap_item {
-    nodeinfo_t *ni;
-    int64_t service_tasks;
-    int64_t total_tasks;
-    int64_t free_memory;
-} heap_item_t;
 
 struct scheduler {
     zhashx_t *nodes;   /* id -> nodeinfo_t (owned) */
@@ -65,11 +67,11 @@ struct scheduler {
     uint64_t node_count;
 
     nodeinfo_t **candidates; /* nodeinfos with a Node, rebuilt when the node set changes */
-    size_t n_candidates;
+    size_t n_candidates, cap_candidates;
     bool candidates_dirty;
 
-    heap_item_t *heap;
-    size_t heap_cap;
+    placement_t *placement;
+    placement_strategy_t default_strategy;
 
     scheduler_decision_t *decisions;
     size_t n_decisions, cap_decisions;
@@ -80,32 +82,9 @@ struct scheduler {
 
 /* ---- protobuf helpers ---------------------------------------------------------------------- */
 
-static Shoal__Task *task_copy(const Shoal__Task *task) {
-    size_t len = protobuf_c_message_get_packed_size(&task->base);
-    uint8_t small[2048];
-    uint8_t *buf = len <= sizeof small ? small : malloc(len);
-    if (!buf)
-        return NULL;
-    protobuf_c_message_pack(&task->base, buf);
-    Shoal__Task *copy = shoal__task__unpack(NULL, len, buf);
-    if (buf != small)
-        free(buf);
-    return copy;
-}
-
-/* Replaces a string field of an unpacked message (the system allocator owns its strings). */
-static int set_string(char **field, const char *value) {
-    char *dup = strdup(value ? value : "");
-    if (!dup)
-        return -ENOMEM;
-    if (*field && *field != protobuf_c_empty_string)
-        free(*field);
-    *field = dup;
-    return 0;
-}
-
-/* Fills the parts every written decision changes: status timestamp and meta version/time. */
-static int task_touch(Shoal__Task *t, int64_t now_ms) {
+/* Gives the task the parts every decision changes (status, meta), so a decision only swaps
+ * fields. */
+static int task_ensure_parts(Shoal__Task *t) {
     if (!t->status) {
         t->status = malloc(sizeof *t->status);
         if (!t->status)
@@ -118,9 +97,6 @@ static int task_touch(Shoal__Task *t, int64_t now_ms) {
             return -ENOMEM;
         shoal__meta__init(t->meta);
     }
-    t->status->timestamp_ms = now_ms;
-    t->meta->version++;
-    t->meta->updated_at_ms = now_ms;
     return 0;
 }
 
@@ -142,8 +118,10 @@ static const char *str_or_empty(const char *s) {
 
 /* ---- entries and counting ------------------------------------------------------------------ */
 
-static const Shoal__Task *effective(const task_entry_t *e) {
-    return e->inflight ? e->inflight : e->task;
+/* Strings of an unpacked message are the system allocator's; "" may be protobuf-c's static. */
+static void free_string(char *str) {
+    if (str && str != protobuf_c_empty_string)
+        free(str);
 }
 
 static void task_entry_destroy(task_entry_t **self_p) {
@@ -152,8 +130,11 @@ static void task_entry_destroy(task_entry_t **self_p) {
     task_entry_t *e = *self_p;
     if (e->task)
         protobuf_c_message_free_unpacked(&e->task->base, NULL);
-    if (e->inflight)
-        protobuf_c_message_free_unpacked(&e->inflight->base, NULL);
+    if (e->inflight) {
+        free_string(e->undo.node_id);
+        free_string(e->undo.message);
+        free_string(e->undo.err);
+    }
     free(e->id);
     free(e);
     *self_p = NULL;
@@ -186,7 +167,7 @@ static void uncount(scheduler_t *self, task_entry_t *e) {
 }
 
 static void count(scheduler_t *self, task_entry_t *e) {
-    const Shoal__Task *t = effective(e);
+    const Shoal__Task *t = e->task;
     if (!nodeinfo_task_counts(t))
         return;
     nodeinfo_t *ni = nodeinfo_get(self, t->node_id, true);
@@ -198,7 +179,7 @@ static void count(scheduler_t *self, task_entry_t *e) {
 }
 
 static void update_pending(scheduler_t *self, task_entry_t *e) {
-    const Shoal__Task *t = effective(e);
+    const Shoal__Task *t = e->task;
     bool want = !e->inflight && !e->stale && task_state(t) == SHOAL__TASK_STATE__PENDING &&
                 t->desired_state <= SHOAL__TASK_STATE__RUNNING;
     if (want == e->pending)
@@ -210,11 +191,30 @@ static void update_pending(scheduler_t *self, task_entry_t *e) {
     e->pending = want;
 }
 
-static void drop_inflight(scheduler_t *self, task_entry_t *e) {
+/* Ends a decision: `keep` keeps the task as decided (the write landed) and frees what it replaced;
+ * otherwise the task gets its replaced fields back. The caller (un)counts around it. */
+static void end_inflight(scheduler_t *self, task_entry_t *e, bool keep) {
     if (!e->inflight)
         return;
-    protobuf_c_message_free_unpacked(&e->inflight->base, NULL);
-    e->inflight = NULL;
+    Shoal__Task *t = e->task;
+    if (keep) {
+        free_string(e->undo.node_id);
+        free_string(e->undo.message);
+        free_string(e->undo.err);
+    } else {
+        free_string(t->node_id);
+        free_string(t->status->message);
+        free_string(t->status->err);
+        t->node_id = e->undo.node_id;
+        t->status->message = e->undo.message;
+        t->status->err = e->undo.err;
+        t->status->state = e->undo.state;
+        t->status->timestamp_ms = e->undo.timestamp_ms;
+        t->meta->version = e->undo.version;
+        t->meta->updated_at_ms = e->undo.updated_at_ms;
+    }
+    memset(&e->undo, 0, sizeof e->undo);
+    e->inflight = false;
     self->in_flight--;
 }
 
@@ -227,7 +227,8 @@ scheduler_t *scheduler_new(void) {
     self->nodes = zhashx_new();
     self->tasks = zhashx_new();
     self->pending = zhashx_new();
-    if (!self->nodes || !self->tasks || !self->pending) {
+    self->placement = placement_new();
+    if (!self->nodes || !self->tasks || !self->pending || !self->placement) {
         scheduler_destroy(&self);
         return NULL;
     }
@@ -245,7 +246,7 @@ void scheduler_destroy(scheduler_t **self_p) {
     zhashx_destroy(&self->tasks); /* before nodes: entries point at nodeinfos */
     zhashx_destroy(&self->nodes);
     free(self->candidates);
-    free(self->heap);
+    placement_destroy(&self->placement);
     free(self->decisions);
     free(self);
     *self_p = NULL;
@@ -302,8 +303,12 @@ int scheduler_put_task(scheduler_t *self, Shoal__Task *task, int64_t mod_revisio
         }
         zhashx_insert(self->tasks, e->id, e);
     }
+    if (task_ensure_parts(task) < 0) {
+        protobuf_c_message_free_unpacked(&task->base, NULL);
+        return -ENOMEM;
+    }
     uncount(self, e);
-    drop_inflight(self, e); /* a newer version beat our write: the decision is moot */
+    end_inflight(self, e, true); /* a newer version beat our write: the decision is moot */
     if (e->task)
         protobuf_c_message_free_unpacked(&e->task->base, NULL);
     if (mod_revision > e->mod_revision)
@@ -320,7 +325,7 @@ void scheduler_delete_task(scheduler_t *self, const char *task_id) {
     if (!e)
         return;
     uncount(self, e);
-    drop_inflight(self, e);
+    end_inflight(self, e, true);
     if (e->pending)
         zhashx_delete(self->pending, e->id);
     zhashx_delete(self->tasks, task_id);
@@ -337,7 +342,7 @@ static int push_decision(scheduler_t *self, task_entry_t *e) {
         self->decisions = d;
         self->cap_decisions = cap;
     }
-    const Shoal__Task *t = e->inflight;
+    const Shoal__Task *t = e->task;
     self->decisions[self->n_decisions++] = (scheduler_decision_t){
         .task_id = e->id,
         .mod_revision = e->mod_revision,
@@ -348,17 +353,49 @@ static int push_decision(scheduler_t *self, task_entry_t *e) {
     return 0;
 }
 
-/* Makes `copy` the in-flight version of e and records the decision. */
-static int start_decision(scheduler_t *self, task_entry_t *e, Shoal__Task *copy) {
+/* Swaps in the decision's fields (node_id, state, message, err: NULL keeps the current one),
+ * keeping what they replace for an abort, and records the decision. */
+static int start_decision(scheduler_t *self, task_entry_t *e, const char *node_id, int state,
+                          const char *message, const char *err, int64_t now_ms) {
+    Shoal__Task *t = e->task;
+    char *new_node = node_id ? strdup(node_id) : NULL;
+    char *new_message = message ? strdup(message) : NULL;
+    char *new_err = err ? strdup(err) : NULL;
+    if ((node_id && !new_node) || (message && !new_message) || (err && !new_err)) {
+        free(new_node);
+        free(new_message);
+        free(new_err);
+        return -ENOMEM;
+    }
     uncount(self, e);
-    e->inflight = copy;
+    e->undo.node_id = t->node_id;
+    e->undo.message = t->status->message;
+    e->undo.err = t->status->err;
+    e->undo.state = t->status->state;
+    e->undo.timestamp_ms = t->status->timestamp_ms;
+    e->undo.version = t->meta->version;
+    e->undo.updated_at_ms = t->meta->updated_at_ms;
+    /* A field not changed is duplicated so that undo and task never share a string. */
+    t->node_id = new_node ? new_node : strdup(t->node_id ? t->node_id : "");
+    t->status->message = new_message ? new_message : strdup(str_or_empty(t->status->message));
+    t->status->err = new_err ? new_err : strdup(str_or_empty(t->status->err));
+    t->status->state = state;
+    t->status->timestamp_ms = now_ms;
+    t->meta->version++;
+    t->meta->updated_at_ms = now_ms;
+    e->inflight = true;
     self->in_flight++;
+    if (!t->node_id || !t->status->message || !t->status->err) {
+        end_inflight(self, e, false);
+        count(self, e);
+        return -ENOMEM;
+    }
     count(self, e);
     update_pending(self, e);
     int r = push_decision(self, e);
     if (r < 0) {
         uncount(self, e);
-        drop_inflight(self, e);
+        end_inflight(self, e, false);
         count(self, e);
         update_pending(self, e);
     }
@@ -366,17 +403,8 @@ static int start_decision(scheduler_t *self, task_entry_t *e, Shoal__Task *copy)
 }
 
 static int decide_assign(scheduler_t *self, task_entry_t *e, nodeinfo_t *ni, int64_t now_ms) {
-    Shoal__Task *copy = task_copy(e->task);
-    if (!copy)
-        return -ENOMEM;
-    if (set_string(&copy->node_id, ni->id) < 0 || task_touch(copy, now_ms) < 0 ||
-        set_string(&copy->status->message, SCHEDULER_ASSIGNED_MESSAGE) < 0 ||
-        set_string(&copy->status->err, "") < 0) {
-        protobuf_c_message_free_unpacked(&copy->base, NULL);
-        return -ENOMEM;
-    }
-    copy->status->state = SHOAL__TASK_STATE__ASSIGNED;
-    return start_decision(self, e, copy);
+    return start_decision(self, e, ni->id, SHOAL__TASK_STATE__ASSIGNED, SCHEDULER_ASSIGNED_MESSAGE,
+                          "", now_ms);
 }
 
 /* Records why the task stays PENDING, only when the reason changed. */
@@ -384,29 +412,18 @@ static int decide_unplaceable(scheduler_t *self, task_entry_t *e, const char *re
                               int64_t now_ms) {
     if (strcmp(task_err(e->task), reason) == 0)
         return 0;
-    Shoal__Task *copy = task_copy(e->task);
-    if (!copy)
-        return -ENOMEM;
-    if (task_touch(copy, now_ms) < 0 || set_string(&copy->status->err, reason) < 0) {
-        protobuf_c_message_free_unpacked(&copy->base, NULL);
-        return -ENOMEM;
-    }
-    return start_decision(self, e, copy);
+    return start_decision(self, e, NULL, task_state(e->task), NULL, reason, now_ms);
 }
 
 void scheduler_commit(scheduler_t *self, const char *task_id, int64_t new_mod_revision) {
     task_entry_t *e = zhashx_lookup(self->tasks, task_id);
     if (!e || !e->inflight)
         return;
-    if (task_state(e->inflight) == SHOAL__TASK_STATE__ASSIGNED)
+    if (task_state(e->task) == SHOAL__TASK_STATE__ASSIGNED)
         self->placed_total++;
     else
         self->unplaced_total++;
-    /* The in-flight copy becomes the task; it is also the object the entry is counted with. */
-    protobuf_c_message_free_unpacked(&e->task->base, NULL);
-    e->task = e->inflight;
-    e->inflight = NULL;
-    self->in_flight--;
+    end_inflight(self, e, true); /* counted as decided already */
     if (new_mod_revision > e->mod_revision)
         e->mod_revision = new_mod_revision;
     update_pending(self, e);
@@ -417,62 +434,27 @@ void scheduler_abort(scheduler_t *self, const char *task_id, bool stale) {
     if (!e || !e->inflight)
         return;
     uncount(self, e);
-    drop_inflight(self, e);
+    end_inflight(self, e, false);
     count(self, e);
     e->stale = stale;
     update_pending(self, e);
 }
 
-/* ---- the spread heap ----------------------------------------------------------------------- */
-
-static void heap_item_refresh(heap_item_t *it, const char *service_id) {
-    it->service_tasks = nodeinfo_service_tasks(it->ni, service_id);
-    it->total_tasks = it->ni->active_tasks;
-    it->free_memory = nodeinfo_available_memory(it->ni);
-}
-
-static bool heap_less(const heap_item_t *a, const heap_item_t *b) {
-    if (a->service_tasks != b->service_tasks)
-        return a->service_tasks < b->service_tasks;
-    if (a->total_tasks != b->total_tasks)
-        return a->total_tasks < b->total_tasks;
-    if (a->free_memory != b->free_memory)
-        return a->free_memory > b->free_memory;
-    return strcmp(a->ni->id, b->ni->id) < 0;
-}
-
-static void heap_sift_down(heap_item_t *h, size_t n, size_t i) {
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, best = i;
-        if (l < n && heap_less(&h[l], &h[best]))
-            best = l;
-        if (r < n && heap_less(&h[r], &h[best]))
-            best = r;
-        if (best == i)
-            return;
-        heap_item_t tmp = h[i];
-        h[i] = h[best];
-        h[best] = tmp;
-        i = best;
-    }
-}
+/* ---- candidates --------------------------------------------------------------------------- */
 
 static void rebuild_candidates(scheduler_t *self) {
     if (!self->candidates_dirty)
         return;
     size_t cap = zhashx_size(self->nodes) + 1;
-    if (self->heap_cap < cap) {
-        heap_item_t *h = realloc(self->heap, cap * sizeof *h);
-        nodeinfo_t **c = h ? realloc(self->candidates, cap * sizeof *c) : NULL;
-        if (h)
-            self->heap = h;
+    if (self->cap_candidates < cap) {
+        nodeinfo_t **c = realloc(self->candidates, cap * sizeof *c);
         if (!c) {
             /* Out of memory: schedule nowhere this tick; dirty stays set, the next one retries. */
             self->n_candidates = 0;
             return;
         }
         self->candidates = c;
-        self->heap_cap = cap;
+        self->cap_candidates = cap;
     }
     size_t n = 0;
     for (nodeinfo_t *ni = zhashx_first(self->nodes); ni; ni = zhashx_next(self->nodes))
@@ -525,50 +507,57 @@ static void schedule_preassigned(scheduler_t *self, task_entry_t **list, size_t 
     filter_pipeline_clear(&p);
 }
 
+typedef struct group_ctx {
+    scheduler_t *self;
+    task_entry_t **tasks;
+    size_t n, next;
+    int64_t now_ms;
+    bool failed;
+} group_ctx_t;
+
+static int group_assign(void *arg, nodeinfo_t *ni) {
+    group_ctx_t *g = arg;
+    if (g->next >= g->n)
+        return -ERANGE;
+    if (decide_assign(g->self, g->tasks[g->next], ni, g->now_ms) < 0) {
+        g->failed = true; /* out of memory: the rest waits for the next tick */
+        return -ENOMEM;
+    }
+    g->next++;
+    return 0;
+}
+
+static placement_strategy_t group_strategy(scheduler_t *self, const Shoal__Task *rep) {
+    const Shoal__Placement *pl = rep->spec ? rep->spec->placement : NULL;
+    placement_strategy_t s;
+    if (pl && placement_strategy_parse(pl->strategy, &s) == 0)
+        return s;
+    return self->default_strategy;
+}
+
 static void schedule_group(scheduler_t *self, task_entry_t **group, size_t n, int64_t now_ms) {
     filter_pipeline_t p = {0};
     const Shoal__Task *rep = group[0]->task;
-    const char *service_id = str_or_empty(rep->service_id);
     if (filter_pipeline_set_task(&p, rep) < 0)
         return;
-
-    heap_item_t *h = self->heap;
-    size_t hn = 0;
-    for (size_t i = 0; i < self->n_candidates && h; i++) {
-        nodeinfo_t *ni = self->candidates[i];
-        if (filter_pipeline_check(&p, ni, true) >= 0)
-            continue;
-        h[hn].ni = ni;
-        heap_item_refresh(&h[hn], service_id);
-        hn++;
-    }
-    for (size_t i = hn / 2; i-- > 0;)
-        heap_sift_down(h, hn, i);
-
-    char reason[600];
-    bool explained = false;
-    for (size_t k = 0; k < n; k++) {
-        task_entry_t *e = group[k];
-        if (hn == 0) {
-            if (!explained)
-                filter_pipeline_no_suitable_node(&p, reason, sizeof reason);
-            explained = true;
-            decide_unplaceable(self, e, reason, now_ms);
-            continue;
-        }
-        nodeinfo_t *ni = h[0].ni;
-        if (decide_assign(self, e, ni, now_ms) < 0)
-            continue;
-        /* The node's load grew: re-check it (resources, max replicas) and re-order. Its key
-         * only gets worse, so sifting down is enough. */
-        int failed = filter_pipeline_check(&p, ni, false);
-        if (failed >= 0) {
-            filter_pipeline_count_failure(&p, failed);
-            h[0] = h[--hn];
-        } else {
-            heap_item_refresh(&h[0], service_id);
-        }
-        heap_sift_down(h, hn, 0);
+    const Shoal__Placement *pl = rep->spec ? rep->spec->placement : NULL;
+    group_ctx_t ctx = {.self = self, .tasks = group, .n = n, .now_ms = now_ms};
+    placement_group_t g = {
+        .pipeline = &p,
+        .service_id = str_or_empty(rep->service_id),
+        .strategy = group_strategy(self, rep),
+        .preferences = pl ? pl->preferences : NULL,
+        .n_preferences = pl ? pl->n_preferences : 0,
+        .n_tasks = n,
+        .assign = group_assign,
+        .arg = &ctx,
+    };
+    placement_run(self->placement, self->candidates, self->n_candidates, &g);
+    if (!ctx.failed && ctx.next < n) {
+        char reason[600];
+        filter_pipeline_no_suitable_node(&p, reason, sizeof reason);
+        for (size_t k = ctx.next; k < n; k++)
+            decide_unplaceable(self, group[k], reason, now_ms);
     }
     filter_pipeline_clear(&p);
 }
@@ -612,6 +601,18 @@ int scheduler_tick(scheduler_t *self, int64_t now_ms, const scheduler_decision_t
 
 /* ---- introspection ------------------------------------------------------------------------- */
 
+void scheduler_set_default_strategy(scheduler_t *self, placement_strategy_t strategy) {
+    self->default_strategy = strategy;
+}
+
+placement_strategy_t scheduler_default_strategy(const scheduler_t *self) {
+    return self->default_strategy;
+}
+
+void scheduler_set_seed(scheduler_t *self, uint64_t seed) {
+    placement_seed(self->placement, seed);
+}
+
 void scheduler_get_stats(const scheduler_t *self, scheduler_stats_t *ret) {
     *ret = (scheduler_stats_t){
         .nodes = self->node_count,
@@ -627,12 +628,12 @@ void scheduler_get_stats(const scheduler_t *self, scheduler_stats_t *ret) {
 void scheduler_each_pending(scheduler_t *self, void (*fn)(void *ctx, const Shoal__Task *task),
                             void *ctx) {
     for (task_entry_t *e = zhashx_first(self->pending); e; e = zhashx_next(self->pending))
-        fn(ctx, effective(e));
+        fn(ctx, e->task);
 }
 
 const Shoal__Task *scheduler_find_task(scheduler_t *self, const char *task_id) {
     task_entry_t *e = zhashx_lookup(self->tasks, task_id);
-    return e ? effective(e) : NULL;
+    return e ? e->task : NULL;
 }
 
 int64_t scheduler_node_tasks(scheduler_t *self, const char *node_id) {

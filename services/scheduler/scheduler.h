@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "objects.pb-c.h"
+#include "placement.h"
 
 typedef struct scheduler scheduler_t;
 
@@ -60,6 +61,13 @@ void scheduler_commit(scheduler_t *self, const char *task_id, int64_t new_mod_re
 /* The decision was not written. `stale`: its compare failed, so a newer version is on its way
  * (the task is skipped until it arrives); otherwise (store unavailable) the next tick retries. */
 void scheduler_abort(scheduler_t *self, const char *task_id, bool stale);
+
+/* The strategy of groups whose spec names none (spec.task.placement.strategy ""): the cluster's
+ * default, spread until set. */
+void scheduler_set_default_strategy(scheduler_t *self, placement_strategy_t strategy);
+placement_strategy_t scheduler_default_strategy(const scheduler_t *self);
+/* Seeds the random strategy (tests use a fixed seed; the daemon seeds from the clock). */
+void scheduler_set_seed(scheduler_t *self, uint64_t seed);
 
 void scheduler_get_stats(const scheduler_t *self, scheduler_stats_t *ret);
 /* Calls fn for every pending task (effective view), in no particular order. */

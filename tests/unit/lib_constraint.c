@@ -220,6 +220,50 @@ static void test_constraint_list_stops_at_first_bad_expression(void **state) {
     constraint_list_destroy(&list); /* NULL-tolerant */
 }
 
+static void test_constraint_platform_arch_matches_docker_and_kernel_names(void **state) {
+    test_node_t n;
+    node_init(&n, "n1", "host", SHOAL__NODE_SPEC__ROLE__WORKER);
+    n.platform.architecture = "x86_64"; /* what Engine /info reports */
+    assert_true(matches("node.platform.arch==amd64", &n.node));
+    assert_true(matches("node.platform.arch==x86_64", &n.node));
+    assert_false(matches("node.platform.arch!=amd64", &n.node));
+    assert_false(matches("node.platform.arch==arm64", &n.node));
+    n.platform.architecture = "aarch64";
+    assert_true(matches("node.platform.arch==arm64", &n.node));
+    assert_true(matches("node.platform.os==linux", &n.node));
+    assert_string_equal(constraint_normal_arch("x86_64"), "amd64");
+    assert_string_equal(constraint_normal_arch("riscv64"), "riscv64");
+    assert_string_equal(constraint_normal_arch(NULL), "");
+}
+
+static void test_constraint_key_parse_reads_spread_descriptors(void **state) {
+    enum constraint_key key;
+    const char *label = NULL;
+    assert_int_equal(constraint_key_parse("node.labels.zone", &key, &label), 0);
+    assert_int_equal(key, CONSTRAINT_KEY_NODE_LABEL);
+    assert_string_equal(label, "zone");
+    assert_int_equal(constraint_key_parse("engine.labels.disk", &key, &label), 0);
+    assert_int_equal(key, CONSTRAINT_KEY_ENGINE_LABEL);
+    assert_string_equal(label, "disk");
+    assert_int_equal(constraint_key_parse("NODE.HOSTNAME", &key, &label), 0);
+    assert_int_equal(key, CONSTRAINT_KEY_HOSTNAME);
+    assert_null(label);
+    assert_int_equal(constraint_key_parse("node.labels.", &key, &label), -EINVAL);
+    assert_int_equal(constraint_key_parse("node.label.zone", &key, &label), -EINVAL);
+    assert_int_equal(constraint_key_parse("node.labels.a b", &key, &label), -EINVAL);
+    assert_int_equal(constraint_key_parse(NULL, &key, &label), -EINVAL);
+
+    test_node_t n;
+    node_init(&n, "n1", "host", SHOAL__NODE_SPEC__ROLE__MANAGER);
+    node_label(&n, "zone", "eu-1");
+    engine_label(&n, "disk", "ssd");
+    assert_string_equal(constraint_node_value(&n.node, CONSTRAINT_KEY_NODE_LABEL, "zone"), "eu-1");
+    assert_string_equal(constraint_node_value(&n.node, CONSTRAINT_KEY_NODE_LABEL, "rack"), "");
+    assert_string_equal(constraint_node_value(&n.node, CONSTRAINT_KEY_ENGINE_LABEL, "disk"), "ssd");
+    assert_string_equal(constraint_node_value(&n.node, CONSTRAINT_KEY_ROLE, NULL), "manager");
+    assert_string_equal(constraint_node_value(NULL, CONSTRAINT_KEY_HOSTNAME, NULL), "");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_constraint_parses_each_key_form),
@@ -229,6 +273,8 @@ int main(void) {
         cmocka_unit_test(test_constraint_absent_label_fails_eq_and_matches_ne),
         cmocka_unit_test(test_constraint_errors_name_the_expression),
         cmocka_unit_test(test_constraint_list_stops_at_first_bad_expression),
+        cmocka_unit_test(test_constraint_platform_arch_matches_docker_and_kernel_names),
+        cmocka_unit_test(test_constraint_key_parse_reads_spread_descriptors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

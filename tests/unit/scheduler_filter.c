@@ -136,7 +136,8 @@ static void test_filter_table_runs_in_swarmkit_order(void **state) {
     assert_string_equal(filter_table[1].name, "resources");
     assert_string_equal(filter_table[2].name, "constraints");
     assert_string_equal(filter_table[3].name, "platform");
-    assert_string_equal(filter_table[4].name, "max-replicas");
+    assert_string_equal(filter_table[4].name, "host-ports");
+    assert_string_equal(filter_table[5].name, "max-replicas");
 }
 
 static void test_filter_ready_takes_only_ready_active_nodes(void **state) {
