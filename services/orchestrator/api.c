@@ -9,7 +9,10 @@
  *
  * Services: create allocates the id, spec_version 1 and ingress ports; update keeps the old spec
  * as previous_spec and bumps spec_version (starting a rolling update) only when the TaskSpec
- * changed, so a replica count change alone replaces nothing; rollback swaps previous_spec in;
+ * changed, so a replica count change alone replaces nothing; an update of a paused service
+ * resumes its rolling update; rollback swaps previous_spec in (ROLLBACK_STARTED: the reconciler
+ * then uses the rollback config); list counts follow the reconciler's rules (a task counts as
+ * running once healthy, a slot once; jobs show completions);
  * remove deletes the service at once and the leader's reconciler gives its tasks desired REMOVE
  * (SwarmKit's behaviour). Nodes: update changes availability, role and labels; remove refuses a
  * node that is not DOWN unless forced.
@@ -376,17 +379,76 @@ static int summary_cmp(const void *a, const void *b) {
     return strcmp(service_name(x->service), service_name(y->service));
 }
 
+static bool node_is_down(const objlist_t *nodes, const char *id) {
+    for (size_t i = 0; i < nodes->n; i++) {
+        const Shoal__Node *n = (const Shoal__Node *)nodes->msgs[i];
+        if (!strcmp(node_id(n), str(id)))
+            return n->status && n->status->state == SHOAL__NODE_STATUS__STATE__DOWN;
+    }
+    return true; /* removed */
+}
+
+/* The counts `service ls` shows. running: slots (global: nodes) whose task counts as running
+ * (recon_task_running, on a node that is not DOWN), so a slot briefly holding an old and a new
+ * task during a start-first update counts once; jobs: tasks of the current iteration running,
+ * and completed the ones that exited 0. */
+static void summarize(Shoal__Orchestrator__ServiceSummary *sum, const Shoal__Service *s,
+                      const objlist_t *tasks, const objlist_t *nodes) {
+    bool job = recon_is_job(s), global = recon_is_global(s);
+    zhashx_t *live = zhashx_new(), *running = zhashx_new();
+    uint64_t completed = 0, job_running = 0;
+    for (size_t j = 0; j < tasks->n && live && running; j++) {
+        const Shoal__Task *t = (const Shoal__Task *)tasks->msgs[j];
+        if (strcmp(str(t->service_id), service_id(s)))
+            continue;
+        if (job && t->spec_version != s->spec_version)
+            continue;
+        if (job && t->status && t->status->state == SHOAL__TASK_STATE__COMPLETE &&
+            (!t->status->container || t->status->container->exit_code == 0))
+            completed++;
+        if (t->desired_state > SHOAL__TASK_STATE__RUNNING)
+            continue;
+        char key[160];
+        if (global)
+            snprintf(key, sizeof key, "%s", str(t->node_id));
+        else
+            snprintf(key, sizeof key, "%" PRIu64, t->slot);
+        zhashx_update(live, key, (void *)1);
+        if (recon_task_running(t) && !node_is_down(nodes, t->node_id)) {
+            zhashx_update(running, key, (void *)1);
+            job_running++;
+        }
+    }
+    if (recon_is_replicated(s)) {
+        sum->desired = s->spec->replicated->replicas;
+    } else if (job && !global) {
+        uint64_t maxc;
+        recon_job_limits(s, &sum->desired, &maxc);
+    } else {
+        sum->desired = live ? zhashx_size(live) : 0;
+        if (job)
+            sum->desired += completed;
+    }
+    sum->running = job ? job_running : (running ? zhashx_size(running) : 0);
+    sum->completed = completed;
+    zhashx_destroy(&live);
+    zhashx_destroy(&running);
+}
+
 static void h_service_list(void *ctx, bus_call_t *call, const ProtobufCMessage *input) {
     orch_t *o = ctx;
     const Shoal__Orchestrator__ServiceListRequest *req =
         (const Shoal__Orchestrator__ServiceListRequest *)input;
-    objlist_t services, tasks = {0};
+    objlist_t services, tasks = {0}, nodes = {0};
     int r = list_objects(o, "/services/", &shoal__service__descriptor, &services);
     if (r == 0)
         r = list_objects(o, "/tasks/", &shoal__task__descriptor, &tasks);
+    if (r == 0)
+        r = list_objects(o, "/nodes/", &shoal__node__descriptor, &nodes);
     if (r < 0) {
         reply_store_error(o, call, r, "service list");
         objlist_clear(&services);
+        objlist_clear(&tasks);
         return;
     }
     size_t n = services.n;
@@ -405,18 +467,7 @@ static void h_service_list(void *ctx, bus_call_t *call, const ProtobufCMessage *
         Shoal__Orchestrator__ServiceSummary *sum = &sums[k];
         shoal__orchestrator__service_summary__init(sum);
         sum->service = s;
-        uint64_t live = 0, running = 0;
-        for (size_t j = 0; j < tasks.n; j++) {
-            const Shoal__Task *t = (const Shoal__Task *)tasks.msgs[j];
-            if (strcmp(str(t->service_id), service_id(s)) ||
-                t->desired_state > SHOAL__TASK_STATE__RUNNING)
-                continue;
-            live++;
-            if (t->status && t->status->state == SHOAL__TASK_STATE__RUNNING)
-                running++;
-        }
-        sum->desired = recon_is_replicated(s) ? s->spec->replicated->replicas : live;
-        sum->running = running;
+        summarize(sum, s, &tasks, &nodes);
         ptrs[k++] = sum;
     }
     qsort(ptrs, k, sizeof *ptrs, summary_cmp);
@@ -430,14 +481,23 @@ out:
     free(ptrs);
     objlist_clear(&services);
     objlist_clear(&tasks);
+    objlist_clear(&nodes);
 }
 
 static bool same_mode(const Shoal__ServiceSpec *a, const Shoal__ServiceSpec *b) {
     return a && b && a->mode_case == b->mode_case;
 }
 
+static bool update_paused(const Shoal__Service *s) {
+    return s->update_status &&
+           (s->update_status->state == SHOAL__UPDATE_STATUS__STATE__PAUSED ||
+            s->update_status->state == SHOAL__UPDATE_STATUS__STATE__ROLLBACK_PAUSED);
+}
+
 /* The updated service: new spec, previous spec kept, spec_version bumped only when the TaskSpec
- * changed (then a rolling update starts). NULL on allocation failure. */
+ * changed (then a rolling update starts). A paused update resumes (UPDATING again, failures
+ * counted from now) with any update. An update that changes nothing keeps previous_spec, so a
+ * resume does not lose the spec a rollback returns to. NULL on allocation failure. */
 static Shoal__Service *service_with_spec(const Shoal__Service *cur, const Shoal__ServiceSpec *spec,
                                          Shoal__Endpoint *ep, bool rollback, int64_t now) {
     Shoal__Service *ns = (Shoal__Service *)recon_copy_message(&cur->base);
@@ -453,20 +513,29 @@ static Shoal__Service *service_with_spec(const Shoal__Service *cur, const Shoal_
     }
     bool task_changed = !recon_message_equal((const ProtobufCMessage *)cur->spec->task,
                                              (const ProtobufCMessage *)spec->task);
-    if (ns->previous_spec)
-        protobuf_c_message_free_unpacked(&ns->previous_spec->base, NULL);
-    ns->previous_spec = ns->spec;
-    ns->spec = spec_copy;
+    bool spec_changed =
+        !recon_message_equal((const ProtobufCMessage *)cur->spec, (const ProtobufCMessage *)spec);
+    if (spec_changed || rollback) {
+        if (ns->previous_spec)
+            protobuf_c_message_free_unpacked(&ns->previous_spec->base, NULL);
+        ns->previous_spec = ns->spec;
+        ns->spec = spec_copy;
+    } else {
+        protobuf_c_message_free_unpacked(&spec_copy->base, NULL);
+    }
     if (ns->endpoint)
         protobuf_c_message_free_unpacked(&ns->endpoint->base, NULL);
     ns->endpoint = ep;
-    if (task_changed) {
-        ns->spec_version++;
+    if (task_changed || update_paused(cur)) {
+        if (task_changed)
+            ns->spec_version++;
         shoal__update_status__init(st);
         st->state = rollback ? SHOAL__UPDATE_STATUS__STATE__ROLLBACK_STARTED
                              : SHOAL__UPDATE_STATUS__STATE__UPDATING;
         st->started_at_ms = now;
-        st->message = strdup(rollback ? "rollback started" : "update in progress");
+        st->message = strdup(rollback       ? "rollback started"
+                             : task_changed ? "update in progress"
+                                            : "update resumed");
         if (ns->update_status)
             protobuf_c_message_free_unpacked(&ns->update_status->base, NULL);
         ns->update_status = st;
@@ -530,8 +599,8 @@ static void h_service_update(void *ctx, bus_call_t *call, const ProtobufCMessage
         } else if (!same_mode(cur->spec, spec)) {
             code = BUS_INVALID_ARGUMENT;
             snprintf(err, sizeof err,
-                     "invalid service spec: mode: a service cannot change between replicated "
-                     "and global");
+                     "invalid service spec: mode: a service cannot change its mode (replicated, "
+                     "global, replicated-job, global-job); create a new service");
         }
         if (code != BUS_OK) {
             bus_reply_error(call, code, "%s", err);

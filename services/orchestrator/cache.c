@@ -159,6 +159,14 @@ static cache_obj_t *store_kv(cache_t *self, enum kind k, const char *id,
     snprintf(o->id, sizeof o->id, "%s", id);
     o->mod_revision = kv->mod_revision;
     o->msg = msg;
+    if (k == KIND_TASK) {
+        const cache_obj_t *old = lookup(self, k, id);
+        const Shoal__Task *t = (const Shoal__Task *)msg;
+        if (old && old->running_since_ms)
+            o->running_since_ms = old->running_since_ms;
+        else if (t->status && t->status->state == SHOAL__TASK_STATE__RUNNING)
+            o->running_since_ms = t->status->timestamp_ms > 0 ? t->status->timestamp_ms : 1;
+    }
     if (k == KIND_CLUSTER) {
         drop(self, k, id);
         self->cluster = o;

@@ -13,7 +13,10 @@
 typedef struct cache_obj {
     char id[128];
     int64_t mod_revision;
-    ProtobufCMessage *msg; /* Shoal__Service / Shoal__Task / Shoal__Node / Shoal__Cluster */
+    ProtobufCMessage *msg;    /* Shoal__Service / Shoal__Task / Shoal__Node / Shoal__Cluster */
+    int64_t running_since_ms; /* tasks: status timestamp of the first RUNNING seen; 0 = none.
+                                 Kept across updates (the update monitor and the crash-loop
+                                 back-off need it once the task has ended). */
 } cache_obj_t;
 
 typedef struct cache {

@@ -264,7 +264,8 @@ static void reconcile_round(orch_t *self) {
             l->items = items;
             l->cap = cap;
         }
-        l->items[l->n++] = (recon_task_t){.task = t, .mod_revision = o->mod_revision};
+        l->items[l->n++] = (recon_task_t){
+            .task = t, .mod_revision = o->mod_revision, .running_since_ms = o->running_since_ms};
     }
     size_t nn = zhashx_size(self->cache->nodes), k = 0;
     Shoal__Node **nodes = calloc(nn ? nn : 1, sizeof *nodes);

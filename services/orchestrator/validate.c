@@ -240,10 +240,9 @@ static void check_update_config(problems_t *p, const char *path, const Shoal__Up
         u->failure_action > SHOAL__UPDATE_CONFIG__FAILURE_ACTION__ROLLBACK)
         problem(p, "%s.failure_action: must be pause, continue or rollback (got %d)", path,
                 (int)u->failure_action);
-    if (u->order == SHOAL__UPDATE_CONFIG__ORDER__START_FIRST)
-        problem(p, "%s.order: start-first is not supported yet (use stop-first)", path);
-    else if (u->order != SHOAL__UPDATE_CONFIG__ORDER__STOP_FIRST)
-        problem(p, "%s.order: must be stop-first (got %d)", path, (int)u->order);
+    if (u->order != SHOAL__UPDATE_CONFIG__ORDER__STOP_FIRST &&
+        u->order != SHOAL__UPDATE_CONFIG__ORDER__START_FIRST)
+        problem(p, "%s.order: must be stop-first or start-first (got %d)", path, (int)u->order);
 }
 
 static const char *protocol_name(int proto) {
@@ -312,10 +311,19 @@ static void check_mode(problems_t *p, const Shoal__ServiceSpec *s) {
     case SHOAL__SERVICE_SPEC__MODE_GLOBAL:
         break;
     case SHOAL__SERVICE_SPEC__MODE_REPLICATED_JOB:
-        problem(p, "mode.replicated_job: jobs are not supported yet");
+        if (!s->replicated_job) {
+            problem(p, "mode: required (replicated or global)");
+            break;
+        }
+        if (s->replicated_job->total_completions > VALIDATE_MAX_REPLICAS)
+            problem(p, "mode.replicated_job.total_completions: must be <= %d (got %llu)",
+                    VALIDATE_MAX_REPLICAS,
+                    (unsigned long long)s->replicated_job->total_completions);
+        if (s->replicated_job->max_concurrent > VALIDATE_MAX_REPLICAS)
+            problem(p, "mode.replicated_job.max_concurrent: must be <= %d (got %llu)",
+                    VALIDATE_MAX_REPLICAS, (unsigned long long)s->replicated_job->max_concurrent);
         break;
     case SHOAL__SERVICE_SPEC__MODE_GLOBAL_JOB:
-        problem(p, "mode.global_job: jobs are not supported yet");
         break;
     default:
         problem(p, "mode: required (replicated or global)");

@@ -3,7 +3,7 @@
  * few nodes and a task of an older version, so the validator and the reconciler both meet
  * hostile input. Must never crash, leak or read out of bounds (run under ASan in `make asan`).
  * Seeds: tests/fuzz/corpus/orchestrator_spec/ (packed specs: replicated, global with
- * constraints and ports, update and restart policies). */
+ * constraints and ports, update and restart policies, a start-first replicated job). */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -22,6 +22,9 @@ static void reconcile_once(Shoal__ServiceSpec *spec) {
     if (spec->mode_case == SHOAL__SERVICE_SPEC__MODE_REPLICATED && spec->replicated &&
         spec->replicated->replicas > 64)
         return; /* valid, but slow to fuzz: 10000 tasks per input */
+    if (spec->mode_case == SHOAL__SERVICE_SPEC__MODE_REPLICATED_JOB && spec->replicated_job &&
+        (spec->replicated_job->total_completions > 64 || spec->replicated_job->max_concurrent > 64))
+        return;
     Shoal__Meta meta = SHOAL__META__INIT;
     meta.id = "svc";
     Shoal__Service svc = SHOAL__SERVICE__INIT;

@@ -478,6 +478,104 @@ static void test_daemon_service_remove_deletes_the_service(void **state) {
     assert_true(created >= 4); /* 3 at creation + the drain replacement */
 }
 
+static Shoal__Service *update_service(const char *name, Shoal__ServiceSpec *spec, bool rollback) {
+    Shoal__Orchestrator__ServiceUpdateRequest req =
+        SHOAL__ORCHESTRATOR__SERVICE_UPDATE_REQUEST__INIT;
+    req.service = (char *)name;
+    req.spec = spec;
+    req.rollback = rollback;
+    Shoal__Orchestrator__ServiceUpdateResponse *resp = NULL;
+    assert_int_equal(call("orchestrator.ServiceUpdate", &req.base,
+                          &shoal__orchestrator__service_update_response__descriptor,
+                          (ProtobufCMessage **)&resp),
+                     BUS_OK);
+    Shoal__Service *s = resp->service;
+    resp->service = NULL;
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    return s;
+}
+
+/* What the reconciler writes when a new task fails: the update is PAUSED. */
+static void pause_update(const char *id) {
+    char key[128];
+    snprintf(key, sizeof key, "/services/%s", id);
+    for (int attempt = 0; attempt < 20; attempt++) {
+        Shoal__Store__KeyValue *kv = NULL;
+        assert_int_equal(store_get(fx.store, key, &kv), 0);
+        Shoal__Service *s = shoal__service__unpack(NULL, kv->value.len, kv->value.data);
+        assert_non_null(s);
+        assert_non_null(s->update_status);
+        s->update_status->state = SHOAL__UPDATE_STATUS__STATE__PAUSED;
+        int rc = store_cas_put(fx.store, key, &s->base, kv->mod_revision, NULL);
+        shoal__store__key_value__free_unpacked(kv, NULL);
+        shoal__service__free_unpacked(s, NULL);
+        if (rc == 0)
+            return;
+        usleep(50 * 1000);
+    }
+    fail_msg("could not pause the update of %s", id);
+}
+
+static void test_daemon_update_resumes_a_paused_update_and_rolls_back(void **state) {
+    SKIP_IF_NO_DAEMONS();
+    spec_buf_t b;
+    Shoal__Orchestrator__ServiceCreateRequest req =
+        SHOAL__ORCHESTRATOR__SERVICE_CREATE_REQUEST__INIT;
+    req.spec = make_spec(&b, "resume", "shoal-test:1", 1);
+    Shoal__Orchestrator__ServiceCreateResponse *created = NULL;
+    assert_int_equal(call("orchestrator.ServiceCreate", &req.base,
+                          &shoal__orchestrator__service_create_response__descriptor,
+                          (ProtobufCMessage **)&created),
+                     BUS_OK);
+    char id[64];
+    snprintf(id, sizeof id, "%s", created->service->meta->id);
+    protobuf_c_message_free_unpacked(&created->base, NULL);
+
+    Shoal__Service *s = update_service("resume", make_spec(&b, "resume", "shoal-test:2", 1), false);
+    assert_int_equal(s->spec_version, 2);
+    assert_int_equal(s->update_status->state, SHOAL__UPDATE_STATUS__STATE__UPDATING);
+    assert_string_equal(s->previous_spec->task->container->image, "shoal-test:1");
+    shoal__service__free_unpacked(s, NULL);
+
+    /* paused; the same spec sent again resumes it and keeps the spec a rollback returns to */
+    pause_update(id);
+    s = update_service("resume", make_spec(&b, "resume", "shoal-test:2", 1), false);
+    assert_int_equal(s->spec_version, 2);
+    assert_int_equal(s->update_status->state, SHOAL__UPDATE_STATUS__STATE__UPDATING);
+    assert_string_equal(s->update_status->message, "update resumed");
+    assert_string_equal(s->previous_spec->task->container->image, "shoal-test:1");
+    shoal__service__free_unpacked(s, NULL);
+
+    /* shoal service rollback */
+    s = update_service("resume", NULL, true);
+    assert_int_equal(s->spec_version, 3);
+    assert_int_equal(s->update_status->state, SHOAL__UPDATE_STATUS__STATE__ROLLBACK_STARTED);
+    assert_string_equal(s->spec->task->container->image, "shoal-test:1");
+    assert_string_equal(s->previous_spec->task->container->image, "shoal-test:2");
+    shoal__service__free_unpacked(s, NULL);
+
+    /* a replicated service cannot become a job */
+    Shoal__ReplicatedJob rj = SHOAL__REPLICATED_JOB__INIT;
+    Shoal__ServiceSpec *job = make_spec(&b, "resume", "shoal-test:1", 1);
+    job->mode_case = SHOAL__SERVICE_SPEC__MODE_REPLICATED_JOB;
+    job->replicated_job = &rj;
+    Shoal__Orchestrator__ServiceUpdateRequest up =
+        SHOAL__ORCHESTRATOR__SERVICE_UPDATE_REQUEST__INIT;
+    up.service = "resume";
+    up.spec = job;
+    assert_int_equal(call("orchestrator.ServiceUpdate", &up.base,
+                          &shoal__orchestrator__service_update_response__descriptor, NULL),
+                     BUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(bus_client_error(fx.orch), "cannot change its mode"));
+
+    Shoal__Orchestrator__ServiceRemoveRequest rm =
+        SHOAL__ORCHESTRATOR__SERVICE_REMOVE_REQUEST__INIT;
+    rm.service = "resume";
+    assert_int_equal(call("orchestrator.ServiceRemove", &rm.base,
+                          &shoal__orchestrator__service_remove_response__descriptor, NULL),
+                     BUS_OK);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_daemon_creates_three_pending_tasks_within_a_second),
@@ -485,6 +583,7 @@ int main(void) {
         cmocka_unit_test(test_daemon_scale_down_marks_two_tasks_remove),
         cmocka_unit_test(test_daemon_node_api_drains_and_removes),
         cmocka_unit_test(test_daemon_service_remove_deletes_the_service),
+        cmocka_unit_test(test_daemon_update_resumes_a_paused_update_and_rolls_back),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -334,6 +334,36 @@ static void test_constraint_matches_nodes(void **state) {
     assert_false(constraint_match_all(missing, 1, &node));
 }
 
+static void test_validate_accepts_start_first_and_names_a_bad_order(void **state) {
+    spec_t s;
+    spec_init(&s);
+    s.update.order = SHOAL__UPDATE_CONFIG__ORDER__START_FIRST;
+    assert_int_equal(check(&s), 0);
+    s.update.order = 5;
+    assert_int_equal(check(&s), -EINVAL);
+    assert_names("update.order: must be stop-first or start-first (got 5)");
+}
+
+static void test_validate_accepts_jobs_and_names_their_limits(void **state) {
+    spec_t s;
+    spec_init(&s);
+    Shoal__ReplicatedJob rj = SHOAL__REPLICATED_JOB__INIT;
+    rj.total_completions = 4;
+    rj.max_concurrent = 2;
+    s.spec.mode_case = SHOAL__SERVICE_SPEC__MODE_REPLICATED_JOB;
+    s.spec.replicated_job = &rj;
+    assert_int_equal(check(&s), 0);
+    rj.total_completions = 10001;
+    rj.max_concurrent = 10001;
+    assert_int_equal(check(&s), -EINVAL);
+    assert_names("mode.replicated_job.total_completions: must be <= 10000 (got 10001)");
+    assert_names("mode.replicated_job.max_concurrent: must be <= 10000 (got 10001)");
+    Shoal__GlobalJob gj = SHOAL__GLOBAL_JOB__INIT;
+    s.spec.mode_case = SHOAL__SERVICE_SPEC__MODE_GLOBAL_JOB;
+    s.spec.global_job = &gj;
+    assert_int_equal(check(&s), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_validate_accepts_a_good_replicated_spec),
@@ -352,6 +382,8 @@ int main(void) {
         cmocka_unit_test(test_validate_survives_a_tiny_error_buffer),
         cmocka_unit_test(test_validate_node_spec),
         cmocka_unit_test(test_constraint_matches_nodes),
+        cmocka_unit_test(test_validate_accepts_start_first_and_names_a_bad_order),
+        cmocka_unit_test(test_validate_accepts_jobs_and_names_their_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
