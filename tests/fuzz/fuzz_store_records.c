@@ -14,7 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../../services/store/arena.h"
+#include "arena.h"
 #include "../../services/store/kv.h"
 #include "../../services/store/record.h"
 #include "log.h"

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "../../services/store/arena.h"
+#include "arena.h"
 #include "../../services/store/kv.h"
 #include "../../services/store/record.h"
 

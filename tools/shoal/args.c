@@ -9,7 +9,8 @@
  *
  * Values follow the docker CLI: durations are Go durations ("1m30s", "500ms", "1.5h") and a bare
  * number is seconds; sizes are 1024-based with an optional unit (b, k, m, g, t, with or without a
- * trailing "b"/"ib"); CPUs are decimal ("0.5") and become nano CPUs without floating point. */
+ * trailing "b"/"ib"); CPUs are decimal ("0.5") and become nano CPUs without floating point;
+ * ratios (--update-max-failure-ratio) are decimals from 0 to 1. */
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -164,6 +165,15 @@ int parse_nano_cpus(const char *s, int64_t *ret) {
     return 0;
 }
 
+int parse_ratio(const char *s, float *ret) {
+    const char *p = s;
+    int64_t millionths;
+    if (!s || parse_decimal(&p, 1000000, &millionths) < 0 || *p || millionths > 1000000)
+        return -EINVAL;
+    *ret = (float)millionths / 1e6f;
+    return 0;
+}
+
 int choice_index(const char *choices, const char *word) {
     size_t len = strlen(word);
     int i = 0;
@@ -193,6 +203,8 @@ static const char *flag_value_hint(const cli_flag_t *f) {
         return "must be a size like 512k, 64M or 1G";
     case FLAG_CPUS:
         return "must be a number of CPUs like 0.5 or 2";
+    case FLAG_RATIO:
+        return "must be a number between 0 and 1 like 0.2";
     default:
         return "invalid value";
     }
@@ -222,6 +234,9 @@ static int flag_set(cli_t *cli, const cli_flag_t *f, const char *value) {
         break;
     case FLAG_CPUS:
         r = parse_nano_cpus(value, f->dest);
+        break;
+    case FLAG_RATIO:
+        r = parse_ratio(value, f->dest);
         break;
     case FLAG_CHOICE: {
         int i = choice_index(f->choices, value);
@@ -420,4 +435,8 @@ void cli_print_help(const cmd_spec_t *spec, FILE *out) {
         fprintf(out, "  %-38s %s%s\n", left, f->help, f->kind == FLAG_LIST ? " (repeatable)" : "");
     }
     fprintf(out, "  %-38s %s\n", "-h, --help", "Print this help");
+}
+
+void strv_push(arena_t *arena, strv_t *list, const char *s) {
+    ARENA_PUSH(arena, &list->v, &list->n, s);
 }

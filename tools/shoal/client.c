@@ -42,6 +42,15 @@ int cli_fail_cmd(cli_t *cli, const char *fmt, ...) {
     return 1;
 }
 
+arena_t *cli_arena_new(void) {
+    arena_t *a = arena_new(0);
+    if (!a) {
+        fputs("shoal: out of memory\n", stderr);
+        exit(1);
+    }
+    return a;
+}
+
 int cli_load_config(cli_t *cli) {
     if (cli->cfg_loaded)
         return 0;
@@ -133,8 +142,7 @@ int cli_call(cli_t *cli, arena_t *arena, const char *method, const ProtobufCMess
         free(out);
         return r;
     }
-    ProtobufCMessage *msg =
-        protobuf_c_message_unpack(output, arena_protobuf_allocator(arena), out_len, out);
+    ProtobufCMessage *msg = protobuf_c_message_unpack(output, arena_allocator(arena), out_len, out);
     free(out);
     if (!msg) {
         if (ret_message)

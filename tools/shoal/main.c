@@ -173,7 +173,7 @@ int main(int argc, char **argv) {
     /* CZMQ would otherwise swallow SIGINT; Ctrl-C must stop a waiting CLI. */
     zsys_handler_set(NULL);
     cli_t cli = {
-        .arena = arena_new(),
+        .arena = cli_arena_new(),
         .stdout_tty = isatty(STDOUT_FILENO),
         .stderr_tty = isatty(STDERR_FILENO),
     };

@@ -7,10 +7,14 @@
  *
  * Syntaxes follow the docker CLI: env and labels K=V (the last value of a key wins, -rm takes the
  * key), --publish [PUBLISHED:]TARGET[/PROTO] or published=,target=,protocol=,mode=, --mount
- * type=,source=,target=,readonly, --placement-pref spread=node.labels.X, --entrypoint and --args
- * split like a shell would (quotes, backslashes; no expansion). */
+ * type=,source=,target=,readonly, --placement-pref spread=node.labels.X (repeatable: nested in
+ * the order given), --platform OS[/ARCH], --entrypoint and --args split like a shell would
+ * (quotes, backslashes; no expansion). Modes as docker's: --replicas of a replicated job is its
+ * total completions; jobs have no update or rollback config (a changed job runs again), so
+ * the update and rollback flags are refused for them; --max-concurrent is for replicated jobs. */
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "service.h"
@@ -61,10 +65,17 @@ static Shoal__Placement *ensure_placement(arena_t *a, Shoal__ServiceSpec *s) {
     return t->placement;
 }
 
+/* docker's defaults for --update-* and --rollback-*: one task at a time, each watched for 5 s
+ * (a task that fails within that window counts as a failed update), pause on failure,
+ * stop-first. */
+#define DEFAULT_UPDATE_PARALLELISM 1
+#define DEFAULT_UPDATE_MONITOR_MS  5000
+
 static Shoal__UpdateConfig *ensure_update(arena_t *a, Shoal__UpdateConfig **u) {
     if (!*u) {
         *u = PB_NEW(a, Shoal__UpdateConfig, shoal__update_config__init);
-        (*u)->parallelism = 1;
+        (*u)->parallelism = DEFAULT_UPDATE_PARALLELISM;
+        (*u)->monitor_ms = DEFAULT_UPDATE_MONITOR_MS;
     }
     return *u;
 }
@@ -88,17 +99,59 @@ static Shoal__HealthConfig *ensure_health(arena_t *a, Shoal__ServiceSpec *s) {
     return c->healthcheck;
 }
 
-Shoal__ServiceSpec *spec_new_default(arena_t *a) {
+Shoal__ServiceSpec *spec_new_default(arena_t *a, enum spec_mode mode) {
     Shoal__ServiceSpec *s = PB_NEW(a, Shoal__ServiceSpec, shoal__service_spec__init);
     ensure_annotations(a, s);
     ensure_container(a, s);
-    ensure_restart(a, s)->condition = SHOAL__RESTART_POLICY__CONDITION__ANY;
-    ensure_update(a, &s->update);
-    ensure_update(a, &s->rollback);
-    s->mode_case = SHOAL__SERVICE_SPEC__MODE_REPLICATED;
-    s->replicated = PB_NEW(a, Shoal__ReplicatedService, shoal__replicated_service__init);
-    s->replicated->replicas = 1;
+    bool job = mode == SPEC_REPLICATED_JOB || mode == SPEC_GLOBAL_JOB;
+    ensure_restart(a, s)->condition =
+        job ? SHOAL__RESTART_POLICY__CONDITION__ON_FAILURE : SHOAL__RESTART_POLICY__CONDITION__ANY;
+    if (!job) {
+        ensure_update(a, &s->update);
+        ensure_update(a, &s->rollback);
+    }
+    switch (mode) {
+    case SPEC_REPLICATED:
+        s->mode_case = SHOAL__SERVICE_SPEC__MODE_REPLICATED;
+        s->replicated = PB_NEW(a, Shoal__ReplicatedService, shoal__replicated_service__init);
+        s->replicated->replicas = 1;
+        break;
+    case SPEC_GLOBAL:
+        s->mode_case = SHOAL__SERVICE_SPEC__MODE_GLOBAL;
+        s->global = PB_NEW(a, Shoal__GlobalService, shoal__global_service__init);
+        break;
+    case SPEC_REPLICATED_JOB:
+        s->mode_case = SHOAL__SERVICE_SPEC__MODE_REPLICATED_JOB;
+        s->replicated_job = PB_NEW(a, Shoal__ReplicatedJob, shoal__replicated_job__init);
+        s->replicated_job->max_concurrent = 1;
+        s->replicated_job->total_completions = 1;
+        break;
+    case SPEC_GLOBAL_JOB:
+        s->mode_case = SHOAL__SERVICE_SPEC__MODE_GLOBAL_JOB;
+        s->global_job = PB_NEW(a, Shoal__GlobalJob, shoal__global_job__init);
+        break;
+    }
     return s;
+}
+
+const char *spec_mode_name(const Shoal__ServiceSpec *s) {
+    switch (s ? s->mode_case : SHOAL__SERVICE_SPEC__MODE__NOT_SET) {
+    case SHOAL__SERVICE_SPEC__MODE_REPLICATED:
+        return "replicated";
+    case SHOAL__SERVICE_SPEC__MODE_GLOBAL:
+        return "global";
+    case SHOAL__SERVICE_SPEC__MODE_REPLICATED_JOB:
+        return "replicated job";
+    case SHOAL__SERVICE_SPEC__MODE_GLOBAL_JOB:
+        return "global job";
+    default:
+        return "";
+    }
+}
+
+bool spec_is_job(const Shoal__ServiceSpec *s) {
+    return s && (s->mode_case == SHOAL__SERVICE_SPEC__MODE_REPLICATED_JOB ||
+                 s->mode_case == SHOAL__SERVICE_SPEC__MODE_GLOBAL_JOB);
 }
 
 /* ---- repeated fields -------------------------------------------------------------------- */
@@ -329,6 +382,74 @@ static int parse_mount(arena_t *a, const char *text, Shoal__Mount **ret) {
     return 0;
 }
 
+/* "linux", "linux/amd64": an OS and an optional architecture, as Go and docker name them. */
+static bool platform_word_ok(const char *s, size_t len) {
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)s[i]) && s[i] != '_' && s[i] != '-' && s[i] != '.')
+            return false;
+    return true;
+}
+
+static int parse_platform(arena_t *a, const char *text, Shoal__Platform **ret) {
+    const char *slash = strchr(text, '/');
+    size_t oslen = slash ? (size_t)(slash - text) : strlen(text);
+    if (!platform_word_ok(text, oslen) ||
+        (slash && !platform_word_ok(slash + 1, strlen(slash + 1))))
+        return -EINVAL;
+    Shoal__Platform *p = PB_NEW(a, Shoal__Platform, shoal__platform__init);
+    p->os = arena_strndup(a, text, oslen);
+    p->architecture = arena_strdup(a, slash ? slash + 1 : "");
+    *ret = p;
+    return 0;
+}
+
+static bool platform_equal(const Shoal__Platform *x, const Shoal__Platform *y) {
+    return !strcmp(x->os ? x->os : "", y->os ? y->os : "") &&
+           !strcmp(x->architecture ? x->architecture : "", y->architecture ? y->architecture : "");
+}
+
+/* The first update or rollback flag given, for "not allowed for jobs"; NULL when none. */
+static const char *update_flag_given(const spec_flags_t *f) {
+    const struct {
+        bool given;
+        const char *name;
+    } flags[] = {
+        {f->update_parallelism_given, "update-parallelism"},
+        {f->update_delay_given, "update-delay"},
+        {f->update_monitor_given, "update-monitor"},
+        {f->update_failure_action_given, "update-failure-action"},
+        {f->update_max_failure_ratio_given, "update-max-failure-ratio"},
+        {f->update_order_given, "update-order"},
+        {f->rollback_parallelism_given, "rollback-parallelism"},
+        {f->rollback_delay_given, "rollback-delay"},
+        {f->rollback_monitor_given, "rollback-monitor"},
+        {f->rollback_failure_action_given, "rollback-failure-action"},
+        {f->rollback_max_failure_ratio_given, "rollback-max-failure-ratio"},
+        {f->rollback_order_given, "rollback-order"},
+    };
+    for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++)
+        if (flags[i].given)
+            return flags[i].name;
+    return NULL;
+}
+
+/* The first health flag given, for the --no-healthcheck conflict; NULL when none. */
+static const char *health_flag_given(const spec_flags_t *f) {
+    if (f->health_cmd_given)
+        return "health-cmd";
+    if (f->health_interval_given)
+        return "health-interval";
+    if (f->health_timeout_given)
+        return "health-timeout";
+    if (f->health_start_period_given)
+        return "health-start-period";
+    if (f->health_retries_given)
+        return "health-retries";
+    return NULL;
+}
+
 /* ---- apply ------------------------------------------------------------------------------ */
 
 #define FAIL_FLAG(cli, flag, ...) (cli_fail_cmd((cli), "--" flag ": " __VA_ARGS__), -1)
@@ -371,8 +492,14 @@ int spec_apply(cli_t *cli, arena_t *a, Shoal__ServiceSpec *s, const spec_flags_t
         labels_set(a, &c->labels, &c->n_labels, f->container_label_add.v[i]);
     }
 
+    if (f->max_replicas_given && (s->mode_case == SHOAL__SERVICE_SPEC__MODE_GLOBAL ||
+                                  s->mode_case == SHOAL__SERVICE_SPEC__MODE_GLOBAL_JOB))
+        return FAIL_FLAG(cli, "replicas-max-per-node",
+                         "only for replicated services and replicated jobs (mode is %s)",
+                         spec_mode_name(s));
     if (f->constraint_rm.n || f->constraint_add.n || f->placement_pref_rm.n ||
-        f->placement_pref_add.n || f->max_replicas_given) {
+        f->placement_pref_add.n || f->max_replicas_given || f->platform_rm.n || f->platform_add.n ||
+        f->placement_strategy_given) {
         Shoal__Placement *p = ensure_placement(a, s);
         for (size_t i = 0; i < f->constraint_rm.n; i++)
             str_remove(p->constraints, &p->n_constraints, f->constraint_rm.v[i]);
@@ -406,6 +533,33 @@ int spec_apply(cli_t *cli, arena_t *a, Shoal__ServiceSpec *s, const spec_flags_t
         }
         if (f->max_replicas_given)
             p->max_replicas = f->max_replicas;
+        if (f->placement_strategy_given) {
+            static const char *const strategies[] = {"spread", "binpack", "random"};
+            p->strategy = (char *)strategies[f->placement_strategy];
+        }
+        for (size_t i = 0; i < f->platform_rm.n; i++) {
+            Shoal__Platform *rm;
+            if (parse_platform(a, f->platform_rm.v[i], &rm) < 0)
+                return FAIL_FLAG(cli, "platform-rm",
+                                 "must be OS[/ARCH] like linux/amd64 (got \"%s\")",
+                                 f->platform_rm.v[i]);
+            size_t out = 0;
+            for (size_t j = 0; j < p->n_platforms; j++)
+                if (!platform_equal(p->platforms[j], rm))
+                    p->platforms[out++] = p->platforms[j];
+            p->n_platforms = out;
+        }
+        for (size_t i = 0; i < f->platform_add.n; i++) {
+            Shoal__Platform *pl;
+            if (parse_platform(a, f->platform_add.v[i], &pl) < 0)
+                return FAIL_FLAG(cli, "platform", "must be OS[/ARCH] like linux/amd64 (got \"%s\")",
+                                 f->platform_add.v[i]);
+            bool dup = false;
+            for (size_t j = 0; j < p->n_platforms; j++)
+                dup = dup || platform_equal(p->platforms[j], pl);
+            if (!dup)
+                ARENA_PUSH(a, &p->platforms, &p->n_platforms, pl);
+        }
     }
 
     if (f->publish_rm.n || f->publish_add.n || f->endpoint_mode_given) {
@@ -455,9 +609,24 @@ int spec_apply(cli_t *cli, arena_t *a, Shoal__ServiceSpec *s, const spec_flags_t
     }
 
     if (f->replicas_given) {
-        if (s->mode_case != SHOAL__SERVICE_SPEC__MODE_REPLICATED)
-            return FAIL_FLAG(cli, "replicas", "only for replicated services");
-        s->replicated->replicas = f->replicas;
+        if (s->mode_case == SHOAL__SERVICE_SPEC__MODE_REPLICATED && s->replicated)
+            s->replicated->replicas = f->replicas;
+        else if (s->mode_case == SHOAL__SERVICE_SPEC__MODE_REPLICATED_JOB && s->replicated_job) {
+            if (f->replicas == 0)
+                return FAIL_FLAG(cli, "replicas", "a replicated job needs at least 1 completion");
+            s->replicated_job->total_completions = f->replicas;
+        } else
+            return FAIL_FLAG(cli, "replicas",
+                             "only for replicated services and replicated jobs (mode is %s)",
+                             spec_mode_name(s));
+    }
+    if (f->max_concurrent_given) {
+        if (s->mode_case != SHOAL__SERVICE_SPEC__MODE_REPLICATED_JOB || !s->replicated_job)
+            return FAIL_FLAG(cli, "max-concurrent", "only for replicated jobs (mode is %s)",
+                             spec_mode_name(s));
+        if (f->max_concurrent == 0)
+            return FAIL_FLAG(cli, "max-concurrent", "must be at least 1");
+        s->replicated_job->max_concurrent = f->max_concurrent;
     }
 
     if (f->restart_condition_given)
@@ -495,25 +664,47 @@ int spec_apply(cli_t *cli, arena_t *a, Shoal__ServiceSpec *s, const spec_flags_t
     if (f->hostname_given)
         c->hostname = (char *)f->hostname;
 
+    const char *upd = update_flag_given(f);
+    if (upd && spec_is_job(s)) {
+        cli_fail_cmd(cli, "--%s: not allowed for jobs (mode is %s): a changed job runs again", upd,
+                     spec_mode_name(s));
+        return -1;
+    }
     if (f->update_parallelism_given)
         ensure_update(a, &s->update)->parallelism = f->update_parallelism;
     if (f->update_delay_given)
         ensure_update(a, &s->update)->delay_ms = f->update_delay;
+    if (f->update_monitor_given)
+        ensure_update(a, &s->update)->monitor_ms = f->update_monitor;
     if (f->update_failure_action_given)
         ensure_update(a, &s->update)->failure_action =
             (Shoal__UpdateConfig__FailureAction)f->update_failure_action;
+    if (f->update_max_failure_ratio_given)
+        ensure_update(a, &s->update)->max_failure_ratio = f->update_max_failure_ratio;
     if (f->update_order_given)
         ensure_update(a, &s->update)->order = (Shoal__UpdateConfig__Order)f->update_order;
-    if (f->update_monitor_given)
-        ensure_update(a, &s->update)->monitor_ms = f->update_monitor;
     if (f->rollback_parallelism_given)
         ensure_update(a, &s->rollback)->parallelism = f->rollback_parallelism;
+    if (f->rollback_delay_given)
+        ensure_update(a, &s->rollback)->delay_ms = f->rollback_delay;
+    if (f->rollback_monitor_given)
+        ensure_update(a, &s->rollback)->monitor_ms = f->rollback_monitor;
+    if (f->rollback_failure_action_given)
+        ensure_update(a, &s->rollback)->failure_action =
+            (Shoal__UpdateConfig__FailureAction)f->rollback_failure_action;
+    if (f->rollback_max_failure_ratio_given)
+        ensure_update(a, &s->rollback)->max_failure_ratio = f->rollback_max_failure_ratio;
+    if (f->rollback_order_given)
+        ensure_update(a, &s->rollback)->order = (Shoal__UpdateConfig__Order)f->rollback_order;
     if (f->history_limit_given)
         s->task_history_limit = f->history_limit;
 
+    if (f->health_retries_given && f->health_retries > INT32_MAX)
+        return FAIL_FLAG(cli, "health-retries", "must be at most %d (got %llu)", INT32_MAX,
+                         (unsigned long long)f->health_retries);
+    if (f->no_healthcheck && health_flag_given(f))
+        return FAIL_FLAG(cli, "no-healthcheck", "conflicts with --%s", health_flag_given(f));
     if (f->no_healthcheck) {
-        if (f->health_cmd_given)
-            return FAIL_FLAG(cli, "no-healthcheck", "conflicts with --health-cmd");
         Shoal__HealthConfig *h = ensure_health(a, s);
         *h = (Shoal__HealthConfig)SHOAL__HEALTH_CONFIG__INIT;
         ARENA_PUSH(a, &h->test, &h->n_test, "NONE");

@@ -14,29 +14,18 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "arena.h"
 #include "bus.h"
 #include "config.h"
 #include "objects.pb-c.h"
 #include "orchestrator.pb-c.h"
 
-/* ---- arena ------------------------------------------------------------------------------- */
+/* ---- memory ------------------------------------------------------------------------------ */
 
-typedef struct arena arena_t;
-
-arena_t *arena_new(void);
-void arena_destroy(arena_t **self_p);
-/* Frees every allocation made so far; the arena stays usable. */
-void arena_reset(arena_t *self);
-/* Zeroed memory; aborts on exhaustion (a CLI has nothing better to do). */
-void *arena_alloc(arena_t *self, size_t size);
-char *arena_strdup(arena_t *self, const char *s);
-char *arena_printf(arena_t *self, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* A protobuf-c allocator whose frees are no-ops: messages die with the arena. */
-ProtobufCAllocator *arena_protobuf_allocator(arena_t *self);
-/* Appends to a repeated field held as (array, count): copies the array into the arena. */
-void arena_push_ptr(arena_t *self, void ***array, size_t *count, void *item);
-#define ARENA_PUSH(arena, array, count, item)                                                      \
-    arena_push_ptr((arena), (void ***)(array), (count), (void *)(item))
+/* Everything a command allocates comes from lib/arena.h (arena_alloc, ARENA_PUSH for protobuf
+ * repeated fields, arena_allocator for unpacking replies). A new arena, or exit 1 after "shoal:
+ * out of memory": a CLI has nothing better to do. */
+arena_t *cli_arena_new(void);
 
 /* A list of strings (pointers into argv or the arena). */
 typedef struct strv {
@@ -56,6 +45,7 @@ enum flag_kind {
     FLAG_BYTES,    /* int64_t bytes, "64M" "1G" "512k" "1024"       */
     FLAG_CPUS,     /* int64_t nano CPUs, "0.5" "2"                  */
     FLAG_CHOICE,   /* int index into `choices` ("a|b|c")            */
+    FLAG_RATIO,    /* float between 0 and 1, "0.25"                 */
 };
 
 typedef struct cli_flag {
@@ -108,6 +98,8 @@ int parse_uint(const char *s, uint64_t *ret);
 int parse_duration_ms(const char *s, int64_t *ret);
 int parse_bytes(const char *s, int64_t *ret);
 int parse_nano_cpus(const char *s, int64_t *ret);
+/* A decimal between 0 and 1 ("0", "0.25", "1"). */
+int parse_ratio(const char *s, float *ret);
 /* Index of `word` in "a|b|c", or -1. */
 int choice_index(const char *choices, const char *word);
 
@@ -164,10 +156,19 @@ int print_json_array(cli_t *cli, const ProtobufCMessage *const *msgs, size_t n, 
 typedef struct wait_opts {
     int64_t timeout_ms; /* 0 = default 120 s */
     bool quiet;         /* no progress output, still waits */
+    /* service update / rollback: follow the service's update status too. The status the write
+     * returned (state, started_at_ms) tells a status left by an earlier update from this one's. */
+    bool track_update;
+    bool manual_rollback; /* `service rollback`: rolling back is the goal, not a failure */
+    int status_state;
+    int64_t status_started_ms;
 } wait_opts_t;
 
 /* Waits until the service with `service_id` (display name `name`) runs its current spec on every
- * wanted task, showing progress on stderr. 0 when converged, 1 after printing why not. */
+ * wanted task — a job: until it has completed — showing progress on stderr. With track_update it
+ * also waits for the update to be COMPLETED (or ROLLBACK_COMPLETED), and fails on PAUSED, on
+ * ROLLBACK_PAUSED, and when an update was rolled back. 0 when converged, 1 after printing why
+ * not. */
 int service_wait_converged(cli_t *cli, const char *service_id, const char *name,
                            const wait_opts_t *opts);
 /* Waits until no task of the service is left. 0, or 1 after printing why not. */

@@ -1,6 +1,12 @@
 /* arena — see arena.h. A singly linked list of blocks; allocation bumps an offset in the head
- * block and starts a new block when it does not fit. Oversized requests get a dedicated block
- * linked behind the head so the head keeps serving small allocations. */
+ * block and starts a new block when it does not fit. Oversized requests (over a quarter of a
+ * block) get a dedicated block linked behind the head so the head keeps serving small
+ * allocations. Every allocation is rounded up to 16 bytes, so every pointer handed out is aligned
+ * for any type, and handed out zeroed.
+ *
+ * Users: shoal-store (per request and per group commit), the shoal CLI (per command, and per poll
+ * of its wait loops). The one place lib/ logs above debug is the abort on exhausted memory: the
+ * process is about to die and the line says why. */
 #include "arena.h"
 
 #include <stdarg.h>
@@ -171,4 +177,12 @@ void arena_vec_push(arena_t *self, arena_vec_t *vec, void *item) {
         vec->cap = cap;
     }
     vec->items[vec->n++] = item;
+}
+
+void arena_push_ptr(arena_t *self, void ***items, size_t *count, void *item) {
+    void **grown = arena_alloc(self, (*count + 1) * sizeof *grown);
+    if (*count)
+        memcpy(grown, *items, *count * sizeof *grown);
+    grown[(*count)++] = item;
+    *items = grown;
 }
