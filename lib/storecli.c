@@ -301,15 +301,28 @@ static char *b_strdup(store_txn_builder_t *b, const char *s) {
     return p;
 }
 
-void store_txn_cmp_mod(store_txn_builder_t *b, const char *key, int64_t rev) {
+static void cmp_equal(store_txn_builder_t *b, const char *key, Shoal__Store__Compare__Target target,
+                      int64_t number) {
     Shoal__Store__Compare *c = b_alloc(b, sizeof *c);
     shoal__store__compare__init(c);
     c->key = b_strdup(b, key);
-    c->target = SHOAL__STORE__COMPARE__TARGET__MOD;
+    c->target = target;
     c->result = SHOAL__STORE__COMPARE__RESULT__EQUAL;
-    c->number = rev;
-    b->req.compare = realloc(b->req.compare, (b->req.n_compare + 1) * sizeof *b->req.compare);
+    c->number = number;
+    Shoal__Store__Compare **v =
+        realloc(b->req.compare, (b->req.n_compare + 1) * sizeof *b->req.compare);
+    if (!v)
+        abort();
+    b->req.compare = v;
     b->req.compare[b->req.n_compare++] = c;
+}
+
+void store_txn_cmp_mod(store_txn_builder_t *b, const char *key, int64_t rev) {
+    cmp_equal(b, key, SHOAL__STORE__COMPARE__TARGET__MOD, rev);
+}
+
+void store_txn_cmp_lease(store_txn_builder_t *b, const char *key, int64_t lease) {
+    cmp_equal(b, key, SHOAL__STORE__COMPARE__TARGET__LEASE, lease);
 }
 
 static void add_success(store_txn_builder_t *b, Shoal__Store__RequestOp *op) {

@@ -53,6 +53,8 @@ store_txn_builder_t *store_txn_builder_new(void);
 void store_txn_builder_destroy(store_txn_builder_t **self_p);
 /* Adds a compare "mod_revision(key) == rev" (rev 0: key absent). */
 void store_txn_cmp_mod(store_txn_builder_t *b, const char *key, int64_t rev);
+/* Adds a compare "lease(key) == lease": fencing, the writer still holds the key under its lease. */
+void store_txn_cmp_lease(store_txn_builder_t *b, const char *key, int64_t lease);
 void store_txn_put(store_txn_builder_t *b, const char *key, const ProtobufCMessage *msg);
 void store_txn_put_raw(store_txn_builder_t *b, const char *key, const void *val, size_t len,
                        int64_t lease);

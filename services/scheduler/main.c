@@ -461,7 +461,7 @@ static int on_written(zloop_t *loop, zsock_t *sock, void *arg) {
 
 /* Hands decisions [0, n) to the writer as one batch; on failure aborts them (retried later). */
 static void write_batch(sched_daemon_t *m, const scheduler_decision_t *d, size_t n) {
-    writer_job_t *job = writer_job_new(d, n);
+    writer_job_t *job = writer_job_new(d, n, m->lease_id);
     if (job && writer_send(m->writer, job) == 0) {
         m->jobs_out++;
         return;

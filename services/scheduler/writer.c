@@ -24,7 +24,7 @@
 
 #define WRITER_TIMEOUT_MS 10000
 
-writer_job_t *writer_job_new(const scheduler_decision_t *d, size_t n) {
+writer_job_t *writer_job_new(const scheduler_decision_t *d, size_t n, int64_t fence_lease) {
     writer_job_t *job = calloc(1, sizeof *job);
     if (!job)
         return NULL;
@@ -48,6 +48,8 @@ writer_job_t *writer_job_new(const scheduler_decision_t *d, size_t n) {
         }
         job->assigned[i] = d[i].node_id != NULL;
         store_txn_cmp_mod(job->builders[i], key, d[i].mod_revision);
+        if (fence_lease)
+            store_txn_cmp_lease(job->builders[i], "/leases/scheduler", fence_lease);
         store_txn_put(job->builders[i], key, &d[i].task->base);
         job->txns[i] = (Shoal__Store__TxnRequest *)store_txn_builder_request(job->builders[i]);
     }

@@ -28,7 +28,9 @@ typedef struct writer_job {
 } writer_job_t;
 
 /* A job for decisions [0, n): one Txn per decision, "mod revision unchanged -> put task". */
-writer_job_t *writer_job_new(const scheduler_decision_t *d, size_t n);
+/* Each decision becomes a Txn comparing the task's mod revision and, when fence_lease != 0, that
+ * /leases/scheduler is still held under fence_lease (a deposed leader's writes all fail). */
+writer_job_t *writer_job_new(const scheduler_decision_t *d, size_t n, int64_t fence_lease);
 void writer_job_destroy(writer_job_t **self_p);
 
 /* Starts the actor: it connects to the store as `identity_name` (its own client). */
