@@ -159,8 +159,8 @@ typedef struct sim_params {
 } sim_params_t;
 
 typedef struct sim_stats {
-    uint64_t steps, messages, dropped, delivered, writes_acked, reads_served, reads_dropped, elections,
-        snapshots_installed, crashes, transfers, conf_changes;
+    uint64_t steps, messages, dropped, delivered, writes_acked, reads_served, reads_dropped,
+        elections, snapshots_installed, crashes, transfers, conf_changes;
 } sim_stats_t;
 
 typedef struct sim {

@@ -1,6 +1,6 @@
-/* sim_script — data-driven trace tests (the .txt files of tests/sim/testdata), in the style of etcd/raft's
- * interaction tests: each file is a sequence of commands, each followed by `----` and the
- * output it must produce (the core's own trace lines, the deliveries, and results), ended by a
+/* sim_script — data-driven trace tests (the .txt files of tests/sim/testdata), in the style of
+ * etcd/raft's interaction tests: each file is a sequence of commands, each followed by `----` and
+ * the output it must produce (the core's own trace lines, the deliveries, and results), ended by a
  * blank line. Reviewers read the protocol instead of test code; `--rewrite` regenerates the
  * expectations after an intended change, and the diff shows what changed in the protocol.
  *
