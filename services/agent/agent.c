@@ -9,9 +9,10 @@
  *
  * Session: the agent finds the dispatcher at a fixed endpoint (agents do not talk to the
  * store). It registers once the executor has described the node, keeps the node id in
- * <state>/agent/node_id, and re-registers when a heartbeat, a report or the poller says the
- * session is unknown (FAILED_PRECONDITION / NOT_FOUND) or the dispatcher stops answering.
- * Every new session re-reports every task, and the poller starts from version 0. */
+ * <state>/agent/node_id (node_id.<instance> for a second agent, see main.c), and re-registers when
+ * a heartbeat, a report or the poller says the session is unknown (FAILED_PRECONDITION / NOT_FOUND)
+ * or the dispatcher stops answering. Every new session re-reports every task, and the poller starts
+ * from version 0. */
 #include "agent.h"
 
 #include <arpa/inet.h>
@@ -127,7 +128,7 @@ static void node_id_save(agent_t *a) {
         log_err("cannot write the node id path=%s err=\"%s\"", a->node_id_path, strerror(errno));
 }
 
-static void default_addr(char *buf, size_t len) {
+void agent_default_addr(char *buf, size_t len) {
     snprintf(buf, len, "127.0.0.1");
     struct ifaddrs *ifs = NULL;
     if (getifaddrs(&ifs) < 0)
@@ -461,6 +462,7 @@ static void handle_tasks(void *ctx, bus_call_t *call, const ProtobufCMessage *in
         st[i].state = t->state;
         st[i].message = t->message;
         st[i].err = t->err;
+        st[i].healthy = ctl_task_healthy(t);
         if (t->container_id[0]) {
             st[i].container = &cs[i];
             cs[i].container_id = t->container_id;
@@ -572,8 +574,9 @@ agent_t *agent_new(daemon_t *d, const agent_opts_t *opts) {
         config_rpc_endpoint(&d->cfg, "dispatcher", a->opts.dispatcher_endpoint,
                             sizeof a->opts.dispatcher_endpoint);
     if (!a->opts.addr[0])
-        default_addr(a->opts.addr, sizeof a->opts.addr);
-    config_path(&d->cfg, a->node_id_path, sizeof a->node_id_path, "agent/node_id");
+        agent_default_addr(a->opts.addr, sizeof a->opts.addr);
+    config_path(&d->cfg, a->node_id_path, sizeof a->node_id_path, "%s",
+                a->opts.node_id_file[0] ? a->opts.node_id_file : "agent/node_id");
     node_id_load(a);
 
     int r = bus_public_key(d->cfg.state_dir, "dispatcher", a->dispatcher_key);

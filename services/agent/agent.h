@@ -12,6 +12,7 @@ typedef struct agent_opts {
     char docker_socket[PATH_MAX];            /* "" = /var/run/docker.sock */
     char addr[64];                           /* "" = first non-loopback IPv4 */
     int concurrency;                         /* executor threads, default 8 */
+    char node_id_file[64]; /* under <state>/, "" = agent/node_id (a second agent needs its own) */
 } agent_opts_t;
 
 typedef struct agent agent_t;
@@ -20,3 +21,7 @@ typedef struct agent agent_t;
 agent_t *agent_new(daemon_t *d, const agent_opts_t *opts);
 /* Before daemon_run() returns its loop's resources: call after daemon_run(). */
 void agent_destroy(agent_t **self_p);
+
+/* The address a node reports by default: the first non-loopback IPv4 of an interface that is up
+ * and not Docker's, else 127.0.0.1. */
+void agent_default_addr(char *buf, size_t len);

@@ -3,6 +3,7 @@
  *
  *   ASSIGNED → ACCEPTED → PREPARING ─prepare+create→ READY → STARTING ─start→ RUNNING
  *   RUNNING ─die→ COMPLETE (exit 0) | FAILED (exit N: "task: non-zero exit (N)")
+ *   RUNNING ─unhealthy→ FAILED ("task: container unhealthy"), then stop the container (reap)
  *   PREPARING ─error→ REJECTED (the runtime's message);  STARTING ─error→ FAILED
  *   desired > RUNNING: stop the container if there is one → SHUTDOWN
  *
@@ -13,6 +14,12 @@
  * - Transient runtime errors (daemon down, timeouts) are retried with back-off and never turn
  *   into REJECTED/FAILED; a final error does, with the runtime's text as message and err.
  * - Desired SHUTDOWN wins over everything not terminal, including an exit seen meanwhile.
+ * - Health (SwarmKit's health_status handling, without its polling): the runtime's verdicts come
+ *   as events; an inspect (after start, at adoption) fills in what events may have missed but
+ *   never overrides an event. A task with a health check reports healthy=false until the first
+ *   "healthy"; "unhealthy" fails it at once, so that the orchestrator replaces it without waiting
+ *   for a stop grace period, and only then is the container stopped. A terminal task's only
+ *   executor call is that stop (`reap`); its state never changes again.
  * The worker (worker.c) calls these from the main loop; ctl_run() runs on a pool thread. */
 #include "controller.h"
 
@@ -79,6 +86,36 @@ static bool is_terminal(Shoal__TaskState s) {
     return s >= SHOAL__TASK_STATE__COMPLETE;
 }
 
+bool ctl_spec_has_healthcheck(const Shoal__Task *task) {
+    const Shoal__HealthConfig *h =
+        task && task->spec && task->spec->container ? task->spec->container->healthcheck : NULL;
+    if (!h || !h->n_test || !h->test[0])
+        return false;
+    return strcmp(h->test[0], "NONE") != 0;
+}
+
+bool ctl_task_healthy(const agent_task_t *t) {
+    if (t->state != SHOAL__TASK_STATE__RUNNING)
+        return false;
+    return !t->has_healthcheck || t->health == CTL_HEALTH_HEALTHY;
+}
+
+/* A verdict from the runtime (event or inspect); a change a RUNNING task reports. */
+static void set_health(agent_task_t *t, int health) {
+    bool was = ctl_task_healthy(t);
+    t->health = health;
+    if (ctl_task_healthy(t) != was)
+        t->status_seq++;
+}
+
+static int health_from_text(const char *s) {
+    if (!strcmp(s, "healthy"))
+        return CTL_HEALTH_HEALTHY;
+    if (!strcmp(s, "unhealthy"))
+        return CTL_HEALTH_UNHEALTHY;
+    return CTL_HEALTH_UNKNOWN;
+}
+
 agent_task_t *agent_task_new(const Shoal__Task *task) {
     if (!task || !task->meta || !task->meta->id || !*task->meta->id ||
         strlen(task->meta->id) >= EXECUTOR_TASK_ID_MAX)
@@ -96,9 +133,12 @@ agent_task_t *agent_task_new(const Shoal__Task *task) {
     t->exited_code = -1;
     t->state = SHOAL__TASK_STATE__ASSIGNED;
     t->desired = task->desired_state;
+    t->has_healthcheck = ctl_spec_has_healthcheck(task);
     const Shoal__TaskStatus *st = task->status;
     if (st && st->state > t->state) {
         t->state = st->state;
+        if (st->healthy && st->state == SHOAL__TASK_STATE__RUNNING)
+            t->health = CTL_HEALTH_HEALTHY; /* until an inspect or event says otherwise */
         copy_str(t->message, sizeof t->message, st->message);
         copy_str(t->err, sizeof t->err, st->err);
         t->timestamp_ms = st->timestamp_ms;
@@ -134,10 +174,15 @@ int agent_task_update(agent_task_t *t, const Shoal__Task *task) {
     t->task = copy;
     if (task->desired_state > t->desired)
         t->desired = task->desired_state;
+    if (ctl_spec_has_healthcheck(task))
+        t->has_healthcheck = true;
     const Shoal__TaskStatus *st = task->status;
     if (st && st->state > t->state && !t->busy) {
         /* The dispatcher knows more than we do (we restarted): take its word, silently. */
         t->state = st->state;
+        if (st->healthy && st->state == SHOAL__TASK_STATE__RUNNING &&
+            t->health == CTL_HEALTH_UNKNOWN)
+            t->health = CTL_HEALTH_HEALTHY;
         copy_str(t->message, sizeof t->message, st->message);
         copy_str(t->err, sizeof t->err, st->err);
         t->timestamp_ms = st->timestamp_ms;
@@ -202,10 +247,18 @@ static void finish_exit(agent_task_t *t, int code) {
 
 ctl_step_t ctl_step(agent_task_t *t, int64_t now_ms, agent_op_t *ret_op) {
     *ret_op = AGENT_OP_NONE;
-    if (t->busy || is_terminal(t->state))
+    if (t->busy)
         return CTL_IDLE;
     if (t->retry_at_ms && now_ms < t->retry_at_ms)
         return CTL_IDLE;
+    if (is_terminal(t->state)) {
+        if (t->reap && t->container_id[0]) {
+            *ret_op = AGENT_OP_STOP;
+            return CTL_RUN;
+        }
+        t->reap = false;
+        return CTL_IDLE;
+    }
     if (t->need_inspect && t->container_id[0]) {
         *ret_op = AGENT_OP_INSPECT;
         return CTL_RUN;
@@ -237,6 +290,12 @@ ctl_step_t ctl_step(agent_task_t *t, int64_t now_ms, agent_op_t *ret_op) {
     case SHOAL__TASK_STATE__RUNNING:
         if (t->exited) {
             finish_exit(t, t->exited_code);
+            return CTL_CHANGED;
+        }
+        if (t->health == CTL_HEALTH_UNHEALTHY) {
+            ctl_set_state(t, SHOAL__TASK_STATE__FAILED, CTL_UNHEALTHY_MESSAGE,
+                          CTL_UNHEALTHY_MESSAGE);
+            t->reap = true; /* it still runs: stop it next */
             return CTL_CHANGED;
         }
         return CTL_IDLE;
@@ -294,6 +353,12 @@ static void take_info(agent_task_t *t, const executor_container_t *info) {
     }
     if (info->oom_killed)
         t->oom = true;
+    if (info->health[0]) {
+        t->has_healthcheck = true; /* the image's own HEALTHCHECK counts too */
+        int h = health_from_text(info->health);
+        if (!t->health_from_event && h != CTL_HEALTH_UNKNOWN)
+            set_health(t, h);
+    }
 }
 
 /* The container is exited or dead: what that means for the task. */
@@ -349,8 +414,15 @@ void ctl_apply(agent_task_t *t, agent_op_t op, const ctl_result_t *res, int64_t 
         t->retries = 0;
         t->retry_at_ms = 0;
     }
-    if (is_terminal(t->state))
+    if (is_terminal(t->state)) {
+        if (op == AGENT_OP_STOP && t->reap) {
+            if (res->rc == 0 || res->rc == -ENOENT)
+                t->reap = false;
+            else
+                retry_later(t, now_ms, res->rc, res->err, op);
+        }
         return;
+    }
     switch (op) {
     case AGENT_OP_PREPARE:
         if (res->rc == 0) {
@@ -417,4 +489,12 @@ void ctl_on_exit(agent_task_t *t, const char *container_id, int exit_code) {
 void ctl_on_oom(agent_task_t *t, const char *container_id) {
     if (!is_terminal(t->state) && same_container(t, container_id))
         t->oom = true;
+}
+
+void ctl_on_health(agent_task_t *t, const char *container_id, bool healthy) {
+    if (is_terminal(t->state) || !same_container(t, container_id))
+        return;
+    t->has_healthcheck = true;
+    t->health_from_event = true;
+    set_health(t, healthy ? CTL_HEALTH_HEALTHY : CTL_HEALTH_UNHEALTHY);
 }

@@ -5,7 +5,11 @@
  * recorded exit → COMPLETE/FAILED) or names the one blocking executor call that must come next
  * (prepare+create, start, stop, inspect). The caller runs that call wherever it likes (a pool
  * thread; inline in tests) with ctl_run() and hands the result to ctl_apply(). States only move
- * forward: ctl_set_state() refuses anything else. Everything here is pure but for ctl_run(). */
+ * forward: ctl_set_state() refuses anything else. Everything here is pure but for ctl_run().
+ *
+ * Health: a task whose container has a health check (the spec's, or the image's as the runtime
+ * reports it) is RUNNING but not healthy until the runtime says "healthy"; "unhealthy" fails it
+ * ("task: container unhealthy") and its container is then stopped (`reap`). */
 #pragma once
 #include <stdbool.h>
 #include <stdint.h>
@@ -49,10 +53,24 @@ typedef struct agent_task {
     int64_t retry_at_ms; /* monotonic; 0 = now */
     int retries;
 
+    /* Health. */
+    bool has_healthcheck;   /* the spec has one (not NONE), or the runtime reports a health state */
+    int health;             /* CTL_HEALTH_*: the runtime's last verdict */
+    bool health_from_event; /* `health` came from an event: newer than any inspect in flight */
+    bool reap; /* terminal, but its container may still run (unhealthy, adopted): stop it */
+
     /* Reporting: dirty while status_seq > acked_seq. */
     uint64_t status_seq;
     uint64_t acked_seq;
 } agent_task_t;
+
+enum {
+    CTL_HEALTH_UNKNOWN = 0, /* no verdict yet (starting), or no health check */
+    CTL_HEALTH_HEALTHY,
+    CTL_HEALTH_UNHEALTHY,
+};
+
+#define CTL_UNHEALTHY_MESSAGE "task: container unhealthy"
 
 typedef enum ctl_step {
     CTL_IDLE = 0, /* nothing to do until something happens */
@@ -88,6 +106,13 @@ void ctl_apply(agent_task_t *t, agent_op_t op, const ctl_result_t *res, int64_t 
 /* Events from the runtime. An event for another container than the task's is ignored. */
 void ctl_on_exit(agent_task_t *t, const char *container_id, int exit_code);
 void ctl_on_oom(agent_task_t *t, const char *container_id);
+/* A health_status event: healthy true/false. */
+void ctl_on_health(agent_task_t *t, const char *container_id, bool healthy);
+/* What the task reports as status.healthy: RUNNING, and either without a health check or with
+ * the runtime's last verdict "healthy". */
+bool ctl_task_healthy(const agent_task_t *t);
+/* True when the spec carries a health check that runs (test not empty, not ["NONE"]). */
+bool ctl_spec_has_healthcheck(const Shoal__Task *task);
 
 const char *agent_op_name(agent_op_t op);
 const char *task_state_name(int state);

@@ -137,6 +137,10 @@ const char *docker_event_kind_name(enum docker_event_kind kind) {
         return "oom";
     case DOCKER_EVENT_DESTROY:
         return "destroy";
+    case DOCKER_EVENT_HEALTHY:
+        return "healthy";
+    case DOCKER_EVENT_UNHEALTHY:
+        return "unhealthy";
     }
     return "unknown";
 }
@@ -487,6 +491,10 @@ int docker_parse_event(const char *line, size_t len, docker_event_t *ret) {
         ret->kind = DOCKER_EVENT_OOM;
     else if (strcmp(action, "destroy") == 0)
         ret->kind = DOCKER_EVENT_DESTROY;
+    else if (strcmp(action, "health_status: healthy") == 0)
+        ret->kind = DOCKER_EVENT_HEALTHY;
+    else if (strcmp(action, "health_status: unhealthy") == 0)
+        ret->kind = DOCKER_EVENT_UNHEALTHY;
     else
         goto out;
     if (copy_fit(ret->container_id, sizeof ret->container_id, id) < 0 ||
@@ -553,6 +561,9 @@ int docker_parse_inspect(const char *body, size_t len, const char *network,
         int64_t pid = jint(state, "Pid", 0);
         ret->pid = pid > 0 && pid <= INT32_MAX ? (int)pid : 0;
         copy_str(ret->error, sizeof ret->error, jstr(state, "Error"));
+        const char *health = jstr(json_object_get(state, "Health"), "Status");
+        if (health && strlen(health) < sizeof ret->health)
+            copy_str(ret->health, sizeof ret->health, health);
     }
     container_from_labels(ret, json_object_get(json_object_get(j, "Config"), "Labels"));
     if (network) {
@@ -902,6 +913,19 @@ static char *label_filter(docker_t *self, const char *type, const char *const *l
     return e;
 }
 
+/* The /events filter: container events of `labels` that the agent acts on. */
+static char *events_filter(docker_t *self, const char *const *labels, size_t nlabels) {
+    json_t *f = json_pack("{s:[], s:[s], s:[s,s,s,s,s]}", "label", "type", "container", "event",
+                          "start", "die", "oom", "destroy", "health_status");
+    for (size_t i = 0; f && i < nlabels; i++)
+        json_array_append_new(json_object_get(f, "label"), json_string(labels[i]));
+    char *text = f ? json_dumps(f, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(f);
+    char *e = text ? escape(self, text) : NULL;
+    free(text);
+    return e;
+}
+
 int docker_container_list(docker_t *self, const char *const *labels, size_t nlabels,
                           docker_container_t **ret, size_t *ret_n, char *err, size_t errlen) {
     *ret = NULL;
@@ -1039,7 +1063,7 @@ static void events_actor(zsock_t *pipe, void *args) {
         int r = docker_ping(f.docker, err, sizeof err);
         if (r == 0) {
             const char *label = DOCKER_LABEL_TASK_ID;
-            char *filter = label_filter(f.docker, "container", &label, 1);
+            char *filter = events_filter(f.docker, &label, 1);
             if (filter) {
                 char url[1024];
                 snprintf(url, sizeof url, "http://docker%s%s/events?filters=%s",

@@ -48,6 +48,7 @@ typedef struct docker_container {
     int pid;
     char ip[48];     /* address on the network given to docker_parse_inspect (inspect only) */
     char error[256]; /* State.Error */
+    char health[16]; /* State.Health.Status (inspect only): "" | starting | healthy | unhealthy */
 } docker_container_t;
 
 enum docker_event_kind {
@@ -55,6 +56,8 @@ enum docker_event_kind {
     DOCKER_EVENT_DIE,
     DOCKER_EVENT_OOM,
     DOCKER_EVENT_DESTROY,
+    DOCKER_EVENT_HEALTHY,   /* Action "health_status: healthy" */
+    DOCKER_EVENT_UNHEALTHY, /* Action "health_status: unhealthy" */
 };
 
 typedef struct docker_event {
@@ -107,8 +110,9 @@ int docker_container_list(docker_t *self, const char *const *labels, size_t nlab
 
 /* ---- parsers: pure, bounded, fuzzed (tests/fuzz/fuzz_agent_events.c) -------------------- */
 
-/* One line of /events. 0 with *ret filled for a start/die/oom/destroy event of a container
- * carrying shoal.task.id; -ENOENT for any other well-formed event; -EINVAL for bad input. */
+/* One line of /events. 0 with *ret filled for a start/die/oom/destroy/health_status event of a
+ * container carrying shoal.task.id; -ENOENT for any other well-formed event (exec_*, a health
+ * status other than healthy/unhealthy); -EINVAL for bad input. */
 int docker_parse_event(const char *line, size_t len, docker_event_t *ret);
 /* A /containers/{id}/json body. -EINVAL when it is not an object with an Id. */
 int docker_parse_inspect(const char *body, size_t len, const char *network,
@@ -120,9 +124,11 @@ int docker_parse_info(const char *body, size_t len, docker_info_t *ret);
 
 /* ---- events follower ---------------------------------------------------------------------
  *
- * An actor (own thread, own curl handle) that streams
- * /events?filters={"type":["container"],"label":["shoal.task.id"]} and sends on its pipe:
- *   "EVENT" kind(string: start|die|oom|destroy) task_id container_id exit_code(int)
+ * An actor (own thread, own curl handle) that streams /events?filters={"type":["container"],
+ * "label":["shoal.task.id"],"event":["start","die","oom","destroy","health_status"]} (health
+ * checks' exec_* events are filtered out by the Engine) and sends on its pipe:
+ *   "EVENT" kind(string: start|die|oom|destroy|healthy|unhealthy) task_id container_id
+ *           exit_code(int)
  *   "RESYNC"   after every (re)connection: events may have been missed, list containers again
  * It reconnects with back-off (100 ms doubling to 5 s) when the stream breaks. $TERM ends it. */
 zactor_t *docker_events_new(const char *socket_path);

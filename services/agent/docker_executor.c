@@ -364,6 +364,7 @@ static void from_docker(executor_container_t *dst, const docker_container_t *src
     dst->pid = src->pid;
     snprintf(dst->ip, sizeof dst->ip, "%s", src->ip);
     snprintf(dst->error, sizeof dst->error, "%s", src->error);
+    snprintf(dst->health, sizeof dst->health, "%s", src->health);
 }
 
 static int dx_inspect(executor_t *self, const char *id, executor_container_t *ret, char *err,

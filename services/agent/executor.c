@@ -19,13 +19,18 @@ const char *executor_event_kind_name(enum executor_event_kind kind) {
         return "destroy";
     case EXECUTOR_EVENT_RESYNC:
         return "resync";
+    case EXECUTOR_EVENT_HEALTHY:
+        return "healthy";
+    case EXECUTOR_EVENT_UNHEALTHY:
+        return "unhealthy";
     }
     return "unknown";
 }
 
 static int kind_from_name(const char *name) {
-    static const enum executor_event_kind kinds[] = {EXECUTOR_EVENT_START, EXECUTOR_EVENT_DIE,
-                                                     EXECUTOR_EVENT_OOM, EXECUTOR_EVENT_DESTROY};
+    static const enum executor_event_kind kinds[] = {
+        EXECUTOR_EVENT_START,   EXECUTOR_EVENT_DIE,     EXECUTOR_EVENT_OOM,
+        EXECUTOR_EVENT_DESTROY, EXECUTOR_EVENT_HEALTHY, EXECUTOR_EVENT_UNHEALTHY};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strcmp(name, executor_event_kind_name(kinds[i])) == 0)
             return (int)kinds[i];

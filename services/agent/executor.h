@@ -4,7 +4,7 @@
  * calls. The agent's worker decides *which* call comes next (controller.c); an executor only
  * performs it. Implementations:
  *   docker  (docker_executor.c) — the Docker Engine API over its unix socket;
- *   sim     (planned)           — in-memory containers for scale tests, many nodes per process.
+ *   sim     (sim_executor.c)    — in-memory containers for scale tests, many nodes per process.
  *
  * Threading: calls block (a pull may take minutes), so the agent runs them on a pool of threads
  * (pool.c) and each thread opens its own executor_t from the factory; one executor_t is only
@@ -13,10 +13,11 @@
  * every later one, fail fast with -ECANCELED (used at shutdown).
  *
  * Events: a factory may offer an event source, an actor whose pipe carries
- *   "EVENT" kind task_id container_id exit_code(int)    kind = start | die | oom | destroy
+ *   "EVENT" kind task_id container_id exit_code(int)    kind = start | die | oom | destroy |
+ *                                                              healthy | unhealthy
  *   "RESYNC"                                            events may have been lost: re-list
- * read with executor_event_recv(). An executor without an actor (sim) feeds the same events to
- * worker_on_event() directly.
+ * read with executor_event_recv(). The sim executor has none: its containers never change by
+ * themselves, so there is nothing to tell.
  *
  * Every call returns 0 or -errno, with one line for people in err (the runtime's own message,
  * e.g. the Engine's "No such image: x:latest"), and never blocks forever. */
@@ -47,6 +48,9 @@ typedef struct executor_container {
     int pid;
     char ip[48]; /* on EXECUTOR_NETWORK, "" when none (or unknown) */
     char error[256];
+    /* The runtime's health check verdict: "" when the container has no health check (or a list
+     * did not say), else starting | healthy | unhealthy. */
+    char health[16];
 } executor_container_t;
 
 typedef struct executor_ops {
@@ -98,6 +102,8 @@ enum executor_event_kind {
     EXECUTOR_EVENT_OOM,
     EXECUTOR_EVENT_DESTROY,
     EXECUTOR_EVENT_RESYNC,
+    EXECUTOR_EVENT_HEALTHY,   /* the health check passed (after starting, or after failing) */
+    EXECUTOR_EVENT_UNHEALTHY, /* the health check failed `retries` times in a row */
 };
 
 typedef struct executor_event {
@@ -132,3 +138,22 @@ void executor_docker_factory(executor_factory_t *ret, const char *socket_path);
 json_t *executor_docker_config(const Shoal__Task *task, char *ret_name, size_t namelen);
 /* Stop grace in seconds for a spec (default 10 s, rounded up). */
 int executor_stop_grace_s(const Shoal__Task *task);
+
+/* ---- sim ---------------------------------------------------------------------------------
+ *
+ * In-memory containers (sim_executor.c) for `shoal-agent --sim-nodes N`: create/start/stop are
+ * instant and only change a table; start fails with probability `failure_rate` (the task ends
+ * FAILED, "sim: simulated start failure"). The table is shared by every node of the process
+ * (like one Engine shared by several agents), filtered by node id in list(), and locked, so
+ * instances may live on any thread. Latency is not the executor's business: the agent's pool
+ * delays completions (pool_set_latency) so that nothing blocks. */
+typedef struct sim_runtime sim_runtime_t;
+
+/* seed 0 = from the clock. NULL on allocation failure. */
+sim_runtime_t *sim_runtime_new(double failure_rate, uint64_t seed);
+void sim_runtime_destroy(sim_runtime_t **self_p);
+/* Containers in the table, and how many of them run. */
+size_t sim_runtime_containers(sim_runtime_t *self);
+size_t sim_runtime_running(sim_runtime_t *self);
+/* A factory whose instances use `runtime` (not owned: it must outlive every instance). */
+void executor_sim_factory(executor_factory_t *ret, sim_runtime_t *runtime);

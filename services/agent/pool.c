@@ -4,7 +4,11 @@
  * "DONE" <pointer>. A job pointer is owned by exactly one side at a time. The queue of waiting
  * jobs lives in the main thread; a thread is fed as soon as it hands a job back. At shutdown
  * every thread's executor is interrupted first (a pull may otherwise take minutes), then the
- * actors are destroyed, and jobs still inside them are freed here. */
+ * actors are destroyed, and jobs still inside them are freed here.
+ *
+ * Latency (inline pools): a job runs inside pool_submit() as usual; when the latency function
+ * gives it a delay, it waits in `delayed`, sorted by due time, and a loop timer hands it back.
+ * Delays are mostly one constant, so the sorted insert almost always appends. */
 #include "pool.h"
 
 #include <errno.h>
@@ -28,6 +32,9 @@ struct pool {
     size_t nthreads;
     zlistx_t *queue; /* agent_job_t*, waiting for a thread */
     executor_t *inline_ex;
+    pool_latency_fn *latency_fn;
+    void *latency_ctx;
+    zlistx_t *delayed; /* agent_job_t*, ran, completion due at job->due_ms (ascending) */
     size_t running;
     uint64_t jobs_total;
     uint64_t jobs_failed;
@@ -124,6 +131,39 @@ static void pool_thread_actor(zsock_t *pipe, void *args) {
     executor_close(&ex);
 }
 
+static int cmp_due(const void *a, const void *b) {
+    int64_t x = ((const agent_job_t *)a)->due_ms, y = ((const agent_job_t *)b)->due_ms;
+    return x < y ? -1 : x > y ? 1 : 0;
+}
+
+static void complete(pool_t *self, agent_job_t *job) {
+    if (job->done)
+        job->done(job->ctx, job);
+    else
+        agent_job_destroy(&job);
+}
+
+size_t pool_deliver_due(pool_t *self, int64_t now_ms) {
+    size_t n = 0;
+    agent_job_t *job;
+    while ((job = zlistx_first(self->delayed)) && job->due_ms <= now_ms) {
+        zlistx_detach_cur(self->delayed);
+        complete(self, job);
+        n++;
+    }
+    return n;
+}
+
+static int on_latency_timer(zloop_t *loop, int timer_id, void *arg) {
+    pool_deliver_due(arg, clock_mono_ms());
+    return 0;
+}
+
+void pool_set_latency(pool_t *self, pool_latency_fn *fn, void *ctx) {
+    self->latency_fn = fn;
+    self->latency_ctx = ctx;
+}
+
 static void feed(pool_t *self, pool_thread_t *th) {
     agent_job_t *job = zlistx_detach(self->queue, NULL);
     if (!job)
@@ -164,10 +204,14 @@ pool_t *pool_new(const executor_factory_t *factory, int threads) {
         return NULL;
     self->factory = *factory;
     self->queue = zlistx_new();
-    if (!self->queue) {
+    self->delayed = zlistx_new();
+    if (!self->queue || !self->delayed) {
+        zlistx_destroy(&self->queue);
+        zlistx_destroy(&self->delayed);
         free(self);
         return NULL;
     }
+    zlistx_set_comparator(self->delayed, cmp_due);
     if (threads < 0)
         threads = 0;
     if (threads) {
@@ -206,17 +250,25 @@ void pool_destroy(pool_t **self_p) {
     agent_job_t *job;
     while ((job = zlistx_detach(self->queue, NULL)))
         agent_job_destroy(&job);
+    while ((job = zlistx_detach(self->delayed, NULL)))
+        agent_job_destroy(&job);
     zlistx_destroy(&self->queue);
+    zlistx_destroy(&self->delayed); /* the latency timer goes with the loop */
     executor_close(&self->inline_ex);
     free(self);
     *self_p = NULL;
 }
+
+#define LATENCY_TICK_MS 5
 
 int pool_attach(pool_t *self, zloop_t *loop) {
     for (size_t i = 0; i < self->nthreads; i++)
         if (zloop_reader(loop, zactor_sock(self->threads[i].actor), on_thread_done,
                          &self->threads[i]) < 0)
             return -ENOMEM;
+    if (!self->nthreads && self->latency_fn &&
+        zloop_timer(loop, LATENCY_TICK_MS, 0, on_latency_timer, self) < 0)
+        return -ENOMEM;
     return 0;
 }
 
@@ -234,10 +286,13 @@ void pool_submit(pool_t *self, agent_job_t *job) {
         self->jobs_total++;
         if (job->res.rc < 0)
             self->jobs_failed++;
-        if (job->done)
-            job->done(job->ctx, job);
-        else
-            agent_job_destroy(&job);
+        int64_t delay = self->latency_fn ? self->latency_fn(self->latency_ctx, job) : 0;
+        if (delay > 0) {
+            job->due_ms = clock_mono_ms() + delay;
+            zlistx_insert(self->delayed, job, false); /* sorted, searched from the end */
+            return;
+        }
+        complete(self, job);
         return;
     }
     zlistx_add_end(self->queue, job);
@@ -255,6 +310,10 @@ size_t pool_threads(const pool_t *self) {
 
 size_t pool_queued(const pool_t *self) {
     return zlistx_size(self->queue);
+}
+
+size_t pool_delayed(const pool_t *self) {
+    return zlistx_size(self->delayed);
 }
 
 size_t pool_running(const pool_t *self) {

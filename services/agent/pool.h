@@ -4,7 +4,9 @@
  * The main loop submits jobs; each thread owns its own executor_t (opened from the factory)
  * and runs one job at a time; finished jobs come back through the thread's pipe and the job's
  * `done` callback runs in the main loop, which then owns the job. With 0 threads the pool runs
- * each job inline inside pool_submit() (unit tests, and the planned sim executor). */
+ * each job inline inside pool_submit() (unit tests, and the sim executor, whose calls never
+ * block). An inline pool may also model a runtime's latency (pool_set_latency): the job still runs
+ * at once, but its completion is handed back later, from a timer of the loop. */
 #pragma once
 #include <czmq.h>
 
@@ -27,6 +29,7 @@ struct agent_job {
     executor_container_t *list;
     size_t nlist;
     int64_t started_ms, ended_ms; /* monotonic */
+    int64_t due_ms;               /* latency: when the completion is handed back */
     agent_job_done_fn *done;
     void *ctx;
 };
@@ -42,13 +45,21 @@ typedef struct pool pool_t;
 
 /* `factory` is copied. threads 0 = inline. */
 pool_t *pool_new(const executor_factory_t *factory, int threads);
-/* Interrupts calls in progress, stops the threads, frees jobs never handed back. */
+/* Inline pools: how many ms after a job ran its completion is handed back (0 = at once, inside
+ * pool_submit). Set before pool_attach(), whose loop timer hands the delayed ones back. */
+typedef int64_t(pool_latency_fn)(void *ctx, const agent_job_t *job);
+void pool_set_latency(pool_t *self, pool_latency_fn *fn, void *ctx);
+/* Hands back every delayed completion due at `now_ms` (the timer calls it; tests may too). */
+size_t pool_deliver_due(pool_t *self, int64_t now_ms);
+/* Interrupts calls in progress, stops the threads, frees jobs never handed back (without their
+ * callbacks). Leaves the loop alone: call it after the loop is destroyed. */
 void pool_destroy(pool_t **self_p);
 int pool_attach(pool_t *self, zloop_t *loop);
 /* Takes the job; its `done` runs later in the loop (or now, inline). */
 void pool_submit(pool_t *self, agent_job_t *job);
 size_t pool_threads(const pool_t *self);
 size_t pool_queued(const pool_t *self);
+size_t pool_delayed(const pool_t *self);
 size_t pool_running(const pool_t *self);
 uint64_t pool_jobs_total(const pool_t *self);
 uint64_t pool_jobs_failed(const pool_t *self);

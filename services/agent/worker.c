@@ -296,6 +296,8 @@ static void reconcile_containers(worker_t *self) {
         /* Events may have been missed: look at what it is doing now (one inspect per task). */
         if (!agent_task_terminal(t))
             t->need_inspect = true;
+        else if (c->running)
+            t->reap = true; /* a finished task's container still runs (failed unhealthy) */
     }
     /* Tasks that believe in a container the runtime no longer has. */
     for (agent_task_t *t = zhashx_first(self->tasks); t; t = zhashx_next(self->tasks)) {
@@ -467,6 +469,10 @@ void worker_on_event(worker_t *self, const executor_event_t *ev) {
     case EXECUTOR_EVENT_OOM:
         ctl_on_oom(t, ev->container_id);
         break;
+    case EXECUTOR_EVENT_HEALTHY:
+    case EXECUTOR_EVENT_UNHEALTHY:
+        ctl_on_health(t, ev->container_id, ev->kind == EXECUTOR_EVENT_HEALTHY);
+        break;
     case EXECUTOR_EVENT_DESTROY:
     case EXECUTOR_EVENT_START:
         if (!t->busy && !agent_task_terminal(t) && t->container_id[0] &&
@@ -512,6 +518,7 @@ static void batch_fill(struct batch_item *it, const agent_task_t *t) {
     it->status.state = t->state;
     it->status.message = it->message;
     it->status.err = it->err;
+    it->status.healthy = ctl_task_healthy(t);
     if (t->container_id[0]) {
         it->status.container = &it->container;
         it->container.container_id = it->container_id;

@@ -38,6 +38,7 @@
 #define RELOAD_RETRY_MS       500
 #define STORE_CALL_TIMEOUT_MS 2000
 #define CAS_ATTEMPTS          5
+#define DOWN_WRITES_PER_TICK  32 /* the rest wait for the next tick: heartbeats go first */
 #define DOWN_MESSAGE          "heartbeat failure"
 #define UNKNOWN_MESSAGE       "dispatcher took charge; waiting for the node's agent"
 
@@ -68,6 +69,7 @@ typedef struct dispatcher {
     bool holder;
     int64_t lease_ok_ms;    /* last successful grant or keepalive */
     bool tick_store_failed; /* a DOWN write failed this tick: leave the rest for the next */
+    int tick_down_writes;   /* DOWN writes this tick (a store round trip each) */
 
     uint64_t heartbeats_total, registrations_total, registrations_refused_total;
     uint64_t assignments_total, nodes_marked_down_total, watch_events_total;
@@ -223,6 +225,9 @@ static int on_node_expired(void *ctx, const char *node_id) {
     dispatcher_t *s = ctx;
     if (s->tick_store_failed)
         return -EAGAIN; /* one slow failure per tick, not one per node */
+    if (s->tick_down_writes >= DOWN_WRITES_PER_TICK)
+        return -EAGAIN; /* thousands of nodes going DOWN at once must not stall the loop */
+    s->tick_down_writes++;
     int r = write_node_state(s, node_id, SHOAL__NODE_STATUS__STATE__DOWN, DOWN_MESSAGE);
     if (r == 0) {
         s->nodes_marked_down_total++;
@@ -734,6 +739,7 @@ static int on_tick(zloop_t *loop, int timer_id, void *arg) {
     /* Only the lease holder marks nodes DOWN, and only while its lease is surely alive. */
     if (s->holder && now - s->lease_ok_ms < LEASE_TTL_MS) {
         s->tick_store_failed = false;
+        s->tick_down_writes = 0;
         nodes_expire(s->nodes, now, on_node_expired, s);
     }
     return 0;

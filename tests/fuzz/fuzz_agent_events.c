@@ -1,6 +1,7 @@
 /* Fuzz target: the agent's parsers of Docker Engine replies (services/agent/docker.c) — one
- * /events line, a /containers/{id}/json body, a /containers/json list and an /info body — on
- * arbitrary bytes. Every input goes through all four; what they return must be well-formed. */
+ * /events line (start, die, oom, destroy, health_status), a /containers/{id}/json body, a
+ * /containers/json list and an /info body — on arbitrary bytes. Every input goes through all four;
+ * what they return must be well-formed. */
 #include <assert.h>
 #include <errno.h>
 #include <stdint.h>
@@ -15,7 +16,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     docker_event_t ev;
     int r = docker_parse_event(text, size, &ev);
     if (r == 0) {
-        assert(ev.kind >= DOCKER_EVENT_START && ev.kind <= DOCKER_EVENT_DESTROY);
+        assert(ev.kind >= DOCKER_EVENT_START && ev.kind <= DOCKER_EVENT_UNHEALTHY);
         assert(ev.task_id[0] && memchr(ev.task_id, 0, sizeof ev.task_id));
         assert(ev.container_id[0] && memchr(ev.container_id, 0, sizeof ev.container_id));
         assert(ev.kind == DOCKER_EVENT_DIE ? ev.exit_code >= -1 && ev.exit_code <= 255
@@ -31,6 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         assert(memchr(c.name, 0, sizeof c.name) && memchr(c.status, 0, sizeof c.status));
         assert(memchr(c.ip, 0, sizeof c.ip) && memchr(c.task_id, 0, sizeof c.task_id));
         assert(c.pid >= 0);
+        assert(memchr(c.health, 0, sizeof c.health));
     } else {
         assert(r == -EINVAL);
     }

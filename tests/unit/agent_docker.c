@@ -193,6 +193,61 @@ static void test_docker_config_maps_command_to_entrypoint_and_args_to_cmd(void *
     json_decref(cfg);
 }
 
+static void test_docker_config_passes_the_spec_healthcheck_in_nanoseconds(void **state) {
+    test_task_t t;
+    task_init(&t, NULL, NULL);
+    Shoal__HealthConfig hc = SHOAL__HEALTH_CONFIG__INIT;
+    char *test[] = {(char *)"CMD-SHELL", (char *)"test -f /tmp/ok"};
+    hc.test = test;
+    hc.n_test = 2;
+    hc.interval_ms = 1000;
+    hc.timeout_ms = 500;
+    hc.start_period_ms = 2000;
+    hc.retries = 2;
+    t.c.healthcheck = &hc;
+    char name[256];
+    json_t *cfg = executor_docker_config(&t.task, name, sizeof name);
+    json_t *h = json_object_get(cfg, "Healthcheck");
+    assert_non_null(h);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(h, "Test"), 1)),
+                        "test -f /tmp/ok");
+    assert_int_equal(json_integer_value(json_object_get(h, "Interval")), 1000000000LL);
+    assert_int_equal(json_integer_value(json_object_get(h, "Timeout")), 500000000LL);
+    assert_int_equal(json_integer_value(json_object_get(h, "StartPeriod")), 2000000000LL);
+    assert_int_equal(json_integer_value(json_object_get(h, "Retries")), 2);
+    json_decref(cfg);
+}
+
+static void test_docker_parses_health_status_events_and_inspect_health(void **state) {
+    const char *healthy =
+        "{\"status\":\"health_status: healthy\",\"id\":\"abc\",\"Type\":\"container\","
+        "\"Action\":\"health_status: healthy\",\"Actor\":{\"ID\":\"abc\",\"Attributes\":"
+        "{\"shoal.task.id\":\"t1\"}}}";
+    docker_event_t ev;
+    assert_int_equal(docker_parse_event(healthy, strlen(healthy), &ev), 0);
+    assert_int_equal(ev.kind, DOCKER_EVENT_HEALTHY);
+    assert_string_equal(ev.task_id, "t1");
+    assert_string_equal(docker_event_kind_name(ev.kind), "healthy");
+    const char *unhealthy =
+        "{\"Type\":\"container\",\"Action\":\"health_status: unhealthy\",\"Actor\":{\"ID\":"
+        "\"abc\",\"Attributes\":{\"shoal.task.id\":\"t1\"}}}";
+    assert_int_equal(docker_parse_event(unhealthy, strlen(unhealthy), &ev), 0);
+    assert_int_equal(ev.kind, DOCKER_EVENT_UNHEALTHY);
+    assert_string_equal(docker_event_kind_name(ev.kind), "unhealthy");
+    /* a health check's exec is not an event the agent acts on */
+    const char *exec = "{\"Type\":\"container\",\"Action\":\"exec_start: /bin/sh -c true\","
+                       "\"Actor\":{\"ID\":\"abc\",\"Attributes\":{\"shoal.task.id\":\"t1\"}}}";
+    assert_int_equal(docker_parse_event(exec, strlen(exec), &ev), -ENOENT);
+    const char *inspect = "{\"Id\":\"abc\",\"State\":{\"Status\":\"running\",\"Running\":true,"
+                          "\"Health\":{\"Status\":\"unhealthy\",\"FailingStreak\":2}}}";
+    docker_container_t c;
+    assert_int_equal(docker_parse_inspect(inspect, strlen(inspect), "shoal", &c), 0);
+    assert_string_equal(c.health, "unhealthy");
+    const char *plain = "{\"Id\":\"abc\",\"State\":{\"Status\":\"running\"}}";
+    assert_int_equal(docker_parse_inspect(plain, strlen(plain), "shoal", &c), 0);
+    assert_string_equal(c.health, "");
+}
+
 static void test_docker_ping_discovers_api_version(void **state) {
     REQUIRE_DOCKER();
     docker_t *d = docker_new(SOCK);
@@ -407,6 +462,8 @@ int main(void) {
     log_init("agent-test", LOG_LEVEL_ERR);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_docker_config_maps_command_to_entrypoint_and_args_to_cmd),
+        cmocka_unit_test(test_docker_config_passes_the_spec_healthcheck_in_nanoseconds),
+        cmocka_unit_test(test_docker_parses_health_status_events_and_inspect_health),
         cmocka_unit_test(test_docker_unreachable_socket_is_refused_with_clear_message),
         cmocka_unit_test(test_docker_rejects_references_that_would_change_the_path),
         cmocka_unit_test_teardown(test_docker_ping_discovers_api_version, teardown),

@@ -32,7 +32,8 @@ static struct fake {
     char prepare_err[256];
     int start_rc;
     char start_err[256];
-    int exit_on_start; /* >= 0: the container exits with this code as soon as it starts */
+    int exit_on_start;        /* >= 0: the container exits with this code as soon as it starts */
+    char health_on_start[16]; /* the runtime's health state right after a start ("" = none) */
     int stop_rc;
     int calls_prepare, calls_create, calls_start, calls_stop, calls_remove, calls_inspect,
         calls_list;
@@ -141,6 +142,7 @@ static int fake_start(executor_t *self, const char *id, char *err, size_t n) {
     f->c.running = true;
     f->c.pid = 4242;
     snprintf(f->c.ip, sizeof f->c.ip, "172.30.0.7");
+    snprintf(f->c.health, sizeof f->c.health, "%s", fake.health_on_start);
     return 0;
 }
 
@@ -227,6 +229,8 @@ typedef struct test_task {
     Shoal__Meta meta;
     Shoal__TaskSpec spec;
     Shoal__ContainerSpec container;
+    Shoal__HealthConfig health;
+    char *health_test[2];
     Shoal__TaskStatus status;
     Shoal__ContainerStatus cstatus;
     char id[32];
@@ -692,6 +696,190 @@ static void test_worker_reports_change_made_while_batch_in_flight(void **state) 
     worker_batch_destroy(&b);
 }
 
+/* ---- health ------------------------------------------------------------------------------ */
+
+static void with_healthcheck(test_task_t *tt) {
+    shoal__health_config__init(&tt->health);
+    tt->health_test[0] = (char *)"CMD-SHELL";
+    tt->health_test[1] = (char *)"test -f /tmp/ok";
+    tt->health.test = tt->health_test;
+    tt->health.n_test = 2;
+    tt->health.interval_ms = 1000;
+    tt->health.retries = 2;
+    tt->container.healthcheck = &tt->health;
+}
+
+static Shoal__Dispatcher__TaskStatusUpdate *only_update(worker_batch_t *b) {
+    assert_int_equal(worker_batch_size(b), 1);
+    return worker_batch_updates(b)[0];
+}
+
+/* Takes the waiting report of one task, acknowledges it, returns its healthy flag. */
+static bool report_healthy(fixture_t *fx, Shoal__TaskState want_state) {
+    worker_batch_t *b = worker_batch_take(fx->worker, 100);
+    assert_non_null(b);
+    Shoal__Dispatcher__TaskStatusUpdate *u = only_update(b);
+    assert_int_equal(u->status->state, want_state);
+    bool healthy = u->status->healthy;
+    worker_batch_ack(fx->worker, b);
+    worker_batch_destroy(&b);
+    return healthy;
+}
+
+static void
+test_worker_task_with_healthcheck_is_running_but_unhealthy_until_healthy_event(void **state) {
+    fixture_t *fx = *state;
+    test_task_t tt;
+    task_init(&tt, "t1", SHOAL__TASK_STATE__ASSIGNED, SHOAL__TASK_STATE__RUNNING);
+    with_healthcheck(&tt);
+    fake.health_on_start[0] = '\0'; /* the Engine may not have said "starting" yet */
+    worker_resync(fx->worker);
+    assign_one(fx, &tt);
+    agent_task_t *t = worker_task(fx->worker, "t1");
+    assert_int_equal(t->state, SHOAL__TASK_STATE__RUNNING);
+    assert_true(t->has_healthcheck);
+    assert_false(report_healthy(fx, SHOAL__TASK_STATE__RUNNING));
+    /* the first healthy verdict is reported on its own, same state */
+    event(fx, EXECUTOR_EVENT_HEALTHY, "t1", t->container_id, -1);
+    assert_int_equal(worker_dirty_count(fx->worker), 1);
+    assert_true(report_healthy(fx, SHOAL__TASK_STATE__RUNNING));
+    assert_int_equal(worker_task(fx->worker, "t1")->state, SHOAL__TASK_STATE__RUNNING);
+    /* a repeated verdict is not news */
+    event(fx, EXECUTOR_EVENT_HEALTHY, "t1", t->container_id, -1);
+    assert_int_equal(worker_dirty_count(fx->worker), 0);
+}
+
+static void test_worker_task_without_healthcheck_reports_healthy_once_running(void **state) {
+    fixture_t *fx = *state;
+    test_task_t tt;
+    run_to_running(fx, &tt, "t1");
+    assert_false(worker_task(fx->worker, "t1")->has_healthcheck);
+    assert_true(report_healthy(fx, SHOAL__TASK_STATE__RUNNING));
+}
+
+static void test_worker_image_healthcheck_seen_at_start_holds_healthy_back(void **state) {
+    fixture_t *fx = *state;
+    snprintf(fake.health_on_start, sizeof fake.health_on_start, "starting");
+    test_task_t tt;
+    agent_task_t *t = run_to_running(fx, &tt, "t1"); /* no healthcheck in the spec */
+    assert_true(t->has_healthcheck);
+    assert_false(report_healthy(fx, SHOAL__TASK_STATE__RUNNING));
+    event(fx, EXECUTOR_EVENT_HEALTHY, "t1", t->container_id, -1);
+    assert_true(report_healthy(fx, SHOAL__TASK_STATE__RUNNING));
+}
+
+static void test_worker_unhealthy_event_fails_task_and_stops_its_container(void **state) {
+    fixture_t *fx = *state;
+    test_task_t tt;
+    task_init(&tt, "t1", SHOAL__TASK_STATE__ASSIGNED, SHOAL__TASK_STATE__RUNNING);
+    with_healthcheck(&tt);
+    worker_resync(fx->worker);
+    assign_one(fx, &tt);
+    agent_task_t *t = worker_task(fx->worker, "t1");
+    char cid[EXECUTOR_ID_MAX];
+    snprintf(cid, sizeof cid, "%s", t->container_id);
+    event(fx, EXECUTOR_EVENT_HEALTHY, "t1", cid, -1);
+    (void)report_healthy(fx, SHOAL__TASK_STATE__RUNNING);
+    assert_int_equal(fake.calls_stop, 0);
+
+    event(fx, EXECUTOR_EVENT_UNHEALTHY, "t1", cid, -1);
+    t = worker_task(fx->worker, "t1");
+    assert_int_equal(t->state, SHOAL__TASK_STATE__FAILED);
+    assert_string_equal(t->err, "task: container unhealthy");
+    assert_string_equal(t->message, "task: container unhealthy");
+    assert_int_equal(fake.calls_stop, 1); /* stopped after the failure */
+    assert_false(fake_find(cid)->c.running);
+    assert_false(t->reap);
+    worker_batch_t *b = worker_batch_take(fx->worker, 100);
+    Shoal__Dispatcher__TaskStatusUpdate *u = only_update(b);
+    assert_int_equal(u->status->state, SHOAL__TASK_STATE__FAILED);
+    assert_string_equal(u->status->err, "task: container unhealthy");
+    assert_false(u->status->healthy);
+    worker_batch_destroy(&b);
+    /* the die that follows the stop changes nothing */
+    event(fx, EXECUTOR_EVENT_DIE, "t1", cid, 143);
+    assert_string_equal(worker_task(fx->worker, "t1")->err, "task: container unhealthy");
+    assert_int_equal(fake.calls_stop, 1);
+}
+
+static void test_worker_unhealthy_while_desired_shutdown_ends_shutdown(void **state) {
+    fixture_t *fx = *state;
+    test_task_t tt;
+    task_init(&tt, "t1", SHOAL__TASK_STATE__ASSIGNED, SHOAL__TASK_STATE__RUNNING);
+    with_healthcheck(&tt);
+    worker_resync(fx->worker);
+    assign_one(fx, &tt);
+    agent_task_t *t = worker_task(fx->worker, "t1");
+    t->busy = true; /* the verdict arrives while a call is in flight */
+    ctl_on_health(t, t->container_id, false);
+    t->busy = false;
+    t->desired = SHOAL__TASK_STATE__SHUTDOWN;
+    worker_tick(fx->worker);
+    assert_int_equal(worker_task(fx->worker, "t1")->state, SHOAL__TASK_STATE__SHUTDOWN);
+}
+
+static void test_worker_ignores_health_of_another_container(void **state) {
+    fixture_t *fx = *state;
+    test_task_t tt;
+    task_init(&tt, "t1", SHOAL__TASK_STATE__ASSIGNED, SHOAL__TASK_STATE__RUNNING);
+    with_healthcheck(&tt);
+    worker_resync(fx->worker);
+    assign_one(fx, &tt);
+    event(fx, EXECUTOR_EVENT_UNHEALTHY, "t1", "someothercontainer", -1);
+    assert_int_equal(worker_task(fx->worker, "t1")->state, SHOAL__TASK_STATE__RUNNING);
+}
+
+static void test_controller_health_event_wins_over_older_inspect(void **state) {
+    test_task_t tt;
+    task_init(&tt, "t1", SHOAL__TASK_STATE__STARTING, SHOAL__TASK_STATE__RUNNING);
+    with_healthcheck(&tt);
+    tt.status.container = &tt.cstatus;
+    tt.cstatus.container_id = (char *)"c1";
+    agent_task_t *t = agent_task_new(&tt.task);
+    t->busy = true;               /* start (and its inspect) in flight... */
+    ctl_on_health(t, "c1", true); /* ...the healthy event overtakes it */
+    ctl_result_t res = {.rc = 0, .have_info = true};
+    snprintf(res.info.status, sizeof res.info.status, "running");
+    snprintf(res.info.health, sizeof res.info.health, "unhealthy"); /* stale */
+    res.info.running = true;
+    ctl_apply(t, AGENT_OP_START, &res, 0);
+    assert_int_equal(t->state, SHOAL__TASK_STATE__RUNNING);
+    assert_true(ctl_task_healthy(t));
+    agent_op_t op;
+    assert_int_equal(ctl_step(t, 0, &op), CTL_IDLE);
+    agent_task_destroy(&t);
+}
+
+static void test_controller_none_healthcheck_counts_as_none(void **state) {
+    test_task_t tt;
+    task_init(&tt, "t1", SHOAL__TASK_STATE__ASSIGNED, SHOAL__TASK_STATE__RUNNING);
+    assert_false(ctl_spec_has_healthcheck(&tt.task));
+    with_healthcheck(&tt);
+    assert_true(ctl_spec_has_healthcheck(&tt.task));
+    tt.health_test[0] = (char *)"NONE";
+    tt.health.n_test = 1;
+    assert_false(ctl_spec_has_healthcheck(&tt.task));
+}
+
+static void test_worker_stops_running_container_of_finished_task_after_restart(void **state) {
+    fixture_t *fx = *state;
+    fake_container_t *mine = fake_add("t1", "running", 0); /* failed unhealthy, never stopped */
+    char mine_id[EXECUTOR_ID_MAX];
+    snprintf(mine_id, sizeof mine_id, "%s", mine->c.id);
+    test_task_t tt;
+    task_init(&tt, "t1", SHOAL__TASK_STATE__FAILED, SHOAL__TASK_STATE__SHUTDOWN);
+    tt.status.container = &tt.cstatus;
+    tt.cstatus.container_id = mine_id;
+    tt.status.err = (char *)"task: container unhealthy";
+    worker_resync(fx->worker);
+    assign_one(fx, &tt);
+    assert_int_equal(fake.calls_stop, 1);
+    assert_false(fake_find(mine_id)->c.running);
+    agent_task_t *t = worker_task(fx->worker, "t1");
+    assert_int_equal(t->state, SHOAL__TASK_STATE__FAILED);
+    assert_int_equal(fake.calls_remove, 0); /* still assigned: kept for the history */
+}
+
 static void test_worker_batches_at_most_max_updates(void **state) {
     fixture_t *fx = *state;
     test_task_t tts[5], *ptrs[5];
@@ -759,6 +947,25 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_worker_reports_change_made_while_batch_in_flight,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_worker_batches_at_most_max_updates, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_worker_task_with_healthcheck_is_running_but_unhealthy_until_healthy_event, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(
+            test_worker_task_without_healthcheck_reports_healthy_once_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_worker_image_healthcheck_seen_at_start_holds_healthy_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_worker_unhealthy_event_fails_task_and_stops_its_container, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_unhealthy_while_desired_shutdown_ends_shutdown,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_worker_ignores_health_of_another_container, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_controller_health_event_wins_over_older_inspect, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_controller_none_healthcheck_counts_as_none, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_worker_stops_running_container_of_finished_task_after_restart, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
