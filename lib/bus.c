@@ -30,6 +30,7 @@
 #define BUS_REPLY_CACHE_MAX       4096
 #define BUS_REPLY_CACHE_MAX_BYTES (64 * 1024)
 #define BUS_DEFAULT_RETRY_MS      1000
+#define BUS_DISPATCH_MAX          256
 
 /* ---- codes and roles --------------------------------------------------------------------- */
 
@@ -762,7 +763,10 @@ done:
 
 int bus_server_dispatch(bus_server_t *self) {
     int n = 0;
-    while (zsock_events(self->router) & ZMQ_POLLIN) {
+    /* Bounded, so a flood of requests (10,000 agents registering) cannot starve the loop's
+     * timers (leases, heartbeat checks); zmq_poll is level-triggered, so the rest is handled on
+     * the next pass. */
+    while (n < BUS_DISPATCH_MAX && (zsock_events(self->router) & ZMQ_POLLIN)) {
         handle_one(self);
         n++;
     }

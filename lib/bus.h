@@ -93,9 +93,10 @@ void bus_server_set_health(bus_server_t *self, bus_health_fn *fn, void *ctx);
 void bus_server_set_stats(bus_server_t *self, bus_stats_fn *fn, void *ctx);
 void bus_stats_add(Shoal__Bus__StatsResponse *stats, const char *name, int64_t value);
 
-/* Registers the ROUTER socket as a zloop reader; each wake-up handles every queued request. */
+/* Registers the ROUTER socket as a zloop reader; each wake-up handles up to 256 queued requests
+ * (the rest on the next pass, after due timers). */
 int bus_server_attach(bus_server_t *self, zloop_t *loop);
-/* Handles every request queued now without blocking; returns how many. */
+/* Handles up to 256 requests queued now without blocking; returns how many. */
 int bus_server_dispatch(bus_server_t *self);
 zsock_t *bus_server_router(bus_server_t *self);
 
