@@ -44,7 +44,7 @@ rejects() {
     local out
     out=$("$SHOAL" service create --dry-run "$@" busybox 2>&1) && fail "accepted: $*"
     [ "$(echo "$out" | wc -l)" -eq 1 ] || fail "more than one line for [$*]: $out"
-    echo "$out" | grep -q -- "^shoal: service create: --$flag" ||
+    grep -q -- "^shoal: service create: --$flag" <<<"$out" ||
         fail "error for [$*] does not start with --$flag: $out"
 }
 
@@ -200,7 +200,7 @@ for want in "Service Mode: *Replicated" "^Placement:" " Strategy: *spread" \
     " On failure: *rollback" " Monitoring Period: *2s" " Max failure ratio: *0" "^RollbackConfig:" \
     " Monitoring Period: *1s" " Rollback order: *stop-first" \
     "^Task History Limit: *3" " Healthcheck:" "  Interval = 1s" "	 Test = CMD-SHELL"; do
-    echo "$pretty" | grep -q -- "$want" || fail "inspect --pretty lacks \"$want\""
+    grep -q -- "$want" <<<"$pretty" || fail "inspect --pretty lacks \"$want\""
 done
 ok "service inspect --pretty shows placement, update and rollback config, health"
 
@@ -227,19 +227,19 @@ ok "service ls REPLICAS/PORTS and service ps health"
 # A new spec whose tasks fail at once: the orchestrator rolls back, the CLI says so and fails.
 out=$(shoal service update --args "sh -c 'exit 3'" --timeout 60 "$svc" 2>&1) && fail "an update that rolled back exited 0: $out"
 echo "$out"
-echo "$out" | grep -q '^rollback: update rolled back due to failure or early termination of task' ||
+grep -q '^rollback: update rolled back due to failure or early termination of task' <<<"$out" ||
     fail "no docker-style rollback line"
 echo "$out" | tail -1 | grep -q "^shoal: service \"$svc\": update rolled back" || fail "last line does not say the update was rolled back"
 state=$(shoal service inspect "$svc" | "$PY" -c 'import json,sys; s=json.load(sys.stdin)[0]; print(s["update_status"]["state"], " ".join(s["spec"]["task"]["container"].get("args", [])))')
 [ "${state%% *}" = ROLLBACK_COMPLETED ] || fail "update status is $state, want ROLLBACK_COMPLETED"
-echo "$state" | grep -q "exit 3" && fail "the failing args are still the spec: $state"
+grep -q "exit 3" <<<"$state" && fail "the failing args are still the spec: $state"
 ok "service update that fails rolls back: 'rollback: ...' line, non-zero exit, old spec back"
 
 shoal service update --env-add COLOR=blue --timeout 60 "$svc" >/dev/null 2>&1 || fail "a good update failed"
 out=$(shoal service rollback --timeout 60 "$svc" 2>&1) || fail "service rollback failed: $out"
 echo "$out"
-echo "$out" | grep -q '^rollback: ' || fail "service rollback shows no rollback line"
-echo "$out" | grep -q 'verify: Service converged' || fail "service rollback did not wait for convergence"
+grep -q '^rollback: ' <<<"$out" || fail "service rollback shows no rollback line"
+grep -q 'verify: Service converged' <<<"$out" || fail "service rollback did not wait for convergence"
 shoal service inspect "$svc" | "$PY" -c 'import json,sys; sys.exit("COLOR=blue" in json.load(sys.stdin)[0]["spec"]["task"]["container"].get("env", []))' ||
     fail "rollback left COLOR=blue in the spec"
 shoal service inspect --pretty "$svc" | grep -q "State: *rollback_completed" || fail "inspect --pretty does not show rollback_completed"
@@ -248,10 +248,10 @@ ok "service rollback waits for ROLLBACK_COMPLETED and restores the previous spec
 j=$(unique_name job)
 if out=$(shoal service create --name "$j" --mode replicated-job --replicas 3 --max-concurrent 2 --timeout 60 "$IMAGE" true 2>&1); then
     echo "$out"
-    echo "$out" | grep -q 'job complete' || fail "job create did not wait for completion"
+    grep -q 'job complete' <<<"$out" || fail "job create did not wait for completion"
     shoal service ls | grep "$j" | grep -q '0/0 (3/3 completed)' || fail "service ls REPLICAS for a job is not '0/0 (3/3 completed)': $(shoal service ls | grep "$j")"
     ok "replicated job runs to completion; service ls shows 0/0 (3/3 completed)"
 else
-    echo "$out" | grep -q 'not supported' || fail "job create failed: $out"
+    grep -q 'not supported' <<<"$out" || fail "job create failed: $out"
     ok "jobs not supported by this orchestrator yet: job checks skipped ($out)"
 fi

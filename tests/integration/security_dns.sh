@@ -12,7 +12,7 @@ cp "$other/keys/private/admin.key_secret" "$STATE/keys/private/rogue.key_secret"
 rm -rf "$other"
 out=$(shoalctl --key rogue --timeout 3000 status store 2>&1) && fail "a rogue key was served: $out"
 echo "$out"
-echo "$out" | grep -qiE 'not authorized|refused|rejected' || fail "rejection is not explained: $out"
+grep -qiE 'not authorized|refused|rejected' <<<"$out" || fail "rejection is not explained: $out"
 grep -q 'rejected' "$STATE/logs/store.log" || fail "the store did not log the rejected key"
 ok "unknown Curve key rejected and logged"
 
@@ -20,7 +20,7 @@ list=$(shoalctl list)
 echo "$list"
 # workers' agents never talk to the store, so they are not in the registry; they answer on the bus
 for d in store orchestrator scheduler dispatcher dns; do
-    echo "$list" | grep -q "^$d " || fail "$d missing from shoalctl list"
+    grep -q "^$d " <<<"$list" || fail "$d missing from shoalctl list"
 done
 shoalctl status agent >/dev/null || fail "shoalctl status agent"
 shoalctl introspect store | grep -q 'store.Put' || fail "introspect store lacks store.Put"

@@ -24,16 +24,16 @@ before=$(shoal service ls -q | sort)
 out=$(shoal service create --name "-bad name" --replicas -3 --env =x --restart-delay -5s "" 2>&1) && fail "bad spec accepted"
 echo "$out"
 [ "$(echo "$out" | wc -l)" -le 2 ] || fail "error is not one clear line"
-echo "$out" | grep -q 'shoal:' || fail "error line lacks the shoal: prefix"
+grep -q 'shoal:' <<<"$out" || fail "error line lacks the shoal: prefix"
 after=$(shoal service ls -q | sort)
 [ "$before" = "$after" ] || fail "a bad spec wrote something"
 out=$(shoal service create --name bad.img "" 2>&1) && fail "empty image accepted"
-echo "$out" | grep -qi image || fail "error does not name the image field: $out"
+grep -qi image <<<"$out" || fail "error does not name the image field: $out"
 out=$(shoalctl call orchestrator orchestrator.ServiceCreate \
   '{"spec":{"annotations":{"name":"-bad"},"task":{"container":{"image":"","env":["=x"]},"restart":{"delay_ms":-5}},"replicated":{"replicas":3}}}' 2>&1) && fail "bad spec accepted over the bus"
 echo "$out"
 for field in annotations.name task.container.image task.container.env task.restart.delay; do
-    echo "$out" | grep -q "$field" || fail "validation error does not name $field"
+    grep -q "$field" <<<"$out" || fail "validation error does not name $field"
 done
 [ "$before" = "$(shoal service ls -q | sort)" ] || fail "a bad spec wrote something"
 ok "bad spec gets a clear error naming every bad field and writes nothing"
