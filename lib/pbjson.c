@@ -877,7 +877,7 @@ int pbjson_loads(const ProtobufCMessageDescriptor *desc, const char *text, Proto
 extern const ProtobufCMessageDescriptor *const pbjson_all_messages[];
 extern const size_t pbjson_n_all_messages;
 #define known_messages pbjson_all_messages
-#define N_KNOWN pbjson_n_all_messages
+#define N_KNOWN        pbjson_n_all_messages
 
 typedef struct descriptor_walk {
     const ProtobufCMessageDescriptor *visited[512];
